@@ -1,0 +1,89 @@
+"""trio_tlsattach: libdill-style protocol stacks for Trio.
+
+A byte stream at the bottom (TCP, Unix socket, pipe, socketpair, memory), layers attached on top
+(TLS, message framing), and every layer detachable again on a clean shutdown, handing back the
+stream underneath with no byte lost. Only public names live here.
+"""
+
+from ._base import (
+    ByteStream,
+    Handle,
+    Kind,
+    Layer,
+    MessageStream,
+    StackAttribute,
+    TLSAttribute,
+    TypedAttribute,
+)
+from ._deadline import FOREVER, IMMEDIATE, after, now
+from ._errors import (
+    BadHandle,
+    ConnectionBroken,
+    DeadlineExceeded,
+    InvalidArgument,
+    InvalidArgumentType,
+    MessageTooLarge,
+    NotSupported,
+    OutOfStateBlocks,
+    ProtocolMismatch,
+    SendAfterDone,
+    StackError,
+    TLSError,
+)
+from ._mem import TLS_SIZE, StateBlock, StateBlockPool
+from ._stack import ProtocolStack
+from ._transports import (
+    PipeTransport,
+    SocketTransport,
+    StreamTransport,
+    memory_pair,
+    open_pipe,
+    open_tcp,
+    open_unix,
+    pipe_pair,
+    socketpair,
+    wrap_stream,
+)
+
+__all__ = [
+    "FOREVER",
+    "IMMEDIATE",
+    "TLS_SIZE",
+    "BadHandle",
+    "ByteStream",
+    "ConnectionBroken",
+    "DeadlineExceeded",
+    "Handle",
+    "InvalidArgument",
+    "InvalidArgumentType",
+    "Kind",
+    "Layer",
+    "MessageStream",
+    "MessageTooLarge",
+    "NotSupported",
+    "OutOfStateBlocks",
+    "PipeTransport",
+    "ProtocolMismatch",
+    "ProtocolStack",
+    "SendAfterDone",
+    "SocketTransport",
+    "StackAttribute",
+    "StackError",
+    "StateBlock",
+    "StateBlockPool",
+    "StreamTransport",
+    "TLSAttribute",
+    "TLSError",
+    "TypedAttribute",
+    "after",
+    "memory_pair",
+    "now",
+    "open_pipe",
+    "open_tcp",
+    "open_unix",
+    "pipe_pair",
+    "socketpair",
+    "wrap_stream",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,228 @@
+"""Caller-provided memory blocks for per-connection state, and pools of them.
+
+Theory of operation
+-------------------
+libdill's ``*_mem`` functions keep a connection's state in memory the caller owns, so a server
+can bound its footprint up front. Here a *state block* is any writable, C-contiguous buffer of
+at least the layer's size (``TLS_SIZE`` for TLS). While a layer is attached it holds a
+:class:`StateBlock` lease on the first ``size`` bytes:
+
+* a read-only, non-contiguous or too-small buffer is :class:`InvalidArgument` (EINVAL);
+* so is a buffer whose bytes overlap a block some live layer already uses: leases are tracked
+  by address range, so two non-overlapping slices of one arena are fine and two connections can
+  never share state;
+* :meth:`StateBlock.release` (called by the layer on close or detach) drops every
+  ``memoryview`` the library took, so the owner may reuse or resize the buffer. The library never
+  frees user memory.
+
+Block layout (fixed, little-endian; see :data:`STATE_RECORD`)::
+
+    offset  size  field
+    0       1     phase        layer-defined state machine value
+    1       1     flags        layer-defined direction flags (send done, receive done, broken...)
+    2       2     kind         layer id (1 = TLS, 2 = prefix, ...)
+    4       4     reserved
+    8       8     bytes_in     plaintext bytes delivered to the user
+    16      8     bytes_out    plaintext bytes accepted from the user
+    24      8     deadline     the deadline of the operation in progress (inf when none)
+    32      32    reserved
+    64      ...   scratch      layer-defined (TLS: the ciphertext receive buffer)
+
+:class:`StateBlockPool` carves one anonymous ``mmap`` arena into equal blocks. Pages of an
+anonymous mapping are only backed by RAM once touched, so an idle connection costs the pages its
+handshake touched, not the whole block. ``acquire()`` raises :class:`OutOfStateBlocks` (ENOMEM)
+when every block is leased: that is the admission control a server wants.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import struct
+import threading
+from collections.abc import Callable
+from typing import Final, final
+
+from ._errors import InvalidArgument, InvalidArgumentType, OutOfStateBlocks
+
+__all__ = ["HEADER_SIZE", "STATE_RECORD", "TLS_SIZE", "StateBlock", "StateBlockPool"]
+
+HEADER_SIZE: Final = 64
+"""Bytes at the start of every block reserved for the fixed state record."""
+
+TLS_SIZE: Final = 65536
+"""Minimum size of a TLS layer's memory block: the 64-byte state record, then a 65472-byte
+ciphertext receive buffer (four full TLS records), so a wake-up can drain a whole socket
+buffer's worth of records with one ``recv_into``."""
+
+STATE_RECORD: Final = struct.Struct("<BBHIQQd")
+"""The fixed-layout part of the state record (phase, flags, kind, reserved, bytes_in,
+bytes_out, deadline)."""
+
+# Address ranges [start, end) of live leases. A lock, because thread-pool code paths
+# (Trio's run_sync) may build layers too; the critical sections are tiny.
+_live: dict[int, int] = {}
+_live_lock = threading.Lock()
+
+
+def _address_of(view: memoryview) -> int:
+    # from_buffer only succeeds on writable buffers; the ctypes object is dropped at once,
+    # so it does not keep an extra export alive.
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+@final
+class StateBlock:
+    """A lease on ``size`` bytes of caller memory, held by one attached layer.
+
+    Layers create these themselves from the ``mem`` argument; you only meet them when using a
+    :class:`StateBlockPool` directly::
+
+        pool = StateBlockPool(100)
+        block = pool.acquire()          # OutOfStateBlocks once 100 are leased
+        tls = await tls_attach_server_mem(s, cert, key, block, deadline=after(10))
+        ...
+        await tls.aclose()              # the block goes back to the pool
+
+    ``view`` is the leased memory; :meth:`release` gives it back (idempotent).
+    """
+
+    __slots__ = ("_claimed", "_on_release", "_start", "size", "view")
+
+    def __init__(
+        self,
+        mem: object,
+        size: int,
+        *,
+        on_release: Callable[[], None] | None = None,
+    ) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < HEADER_SIZE:
+            raise InvalidArgument(f"block size must be an int >= {HEADER_SIZE}, not {size!r}")
+        try:
+            base = memoryview(mem)  # type: ignore[arg-type]
+        except TypeError:
+            raise InvalidArgumentType(
+                f"mem must be a writable buffer (bytearray, mmap, memoryview), "
+                f"not {type(mem).__name__}"
+            ) from None
+        try:
+            if base.readonly:
+                raise InvalidArgument(f"mem is read-only ({type(mem).__name__}); use a bytearray")
+            if not base.c_contiguous:
+                raise InvalidArgument("mem must be C-contiguous")
+            flat = base.cast("B")
+            if flat.nbytes < size:
+                raise InvalidArgument(f"mem has {flat.nbytes} bytes; this layer needs {size}")
+        except BaseException:
+            base.release()
+            raise
+        view = flat[:size]
+        flat.release()
+        base.release()
+        start = _address_of(view)
+        with _live_lock:
+            for other_start, other_end in _live.items():
+                if start < other_end and other_start < start + size:
+                    view.release()
+                    raise InvalidArgument("mem overlaps a block that a live layer still uses")
+            _live[start] = start + size
+        self.view: memoryview | None = view
+        self.size = size
+        self._start = start
+        self._on_release = on_release
+        self._claimed = False
+
+    @classmethod
+    def claim(cls, mem: object, size: int) -> StateBlock:
+        """The block a layer will use: ``mem`` itself if it is a lease, else a new lease on it.
+
+        A lease can be claimed by one layer only; a second claim is :class:`InvalidArgument`.
+        """
+        if isinstance(mem, StateBlock):
+            if mem.view is None:
+                raise InvalidArgument("this state block was already released")
+            if mem._claimed:
+                raise InvalidArgument("this state block is in use by a live layer")
+            if mem.size < size:
+                raise InvalidArgument(f"state block has {mem.size} bytes; this layer needs {size}")
+            block = mem
+        else:
+            block = cls(mem, size)
+        block._claimed = True
+        return block
+
+    @classmethod
+    def allocate(cls, size: int) -> StateBlock:
+        """A fresh block in its own anonymous mapping (the non-``_mem`` attach functions)."""
+        return cls.claim(mmap.mmap(-1, size), size)
+
+    @property
+    def released(self) -> bool:
+        """True once :meth:`release` ran."""
+        return self.view is None
+
+    def release(self) -> None:
+        """Drop the lease: forget the address range and release the memoryview."""
+        view, self.view = self.view, None
+        if view is None:
+            return
+        with _live_lock:
+            _live.pop(self._start, None)
+        view.release()
+        if self._on_release is not None:
+            self._on_release()
+
+    def __repr__(self) -> str:
+        state = "released" if self.view is None else ("claimed" if self._claimed else "free")
+        return f"<StateBlock {self.size} bytes at {self._start:#x} {state}>"
+
+
+@final
+class StateBlockPool:
+    """``count`` blocks of ``size`` bytes carved from one preallocated arena.
+
+    Give a pool to a layer (``TLSServerLayer(ctx, pool=pool)``) or to a ``TLSListener`` and
+    it bounds the number of live connections and their memory: past ``count`` live ones,
+    ``acquire()`` raises :class:`OutOfStateBlocks` (ENOMEM), which the listener turns into a
+    clean refusal instead of growth.
+
+    >>> pool = StateBlockPool(2000)      # 2000 x TLS_SIZE of address space, touched lazily
+    >>> pool.available
+    2000
+    """
+
+    def __init__(self, count: int, size: int = TLS_SIZE) -> None:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidArgument(f"count must be an int >= 1, not {count!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < HEADER_SIZE:
+            raise InvalidArgument(f"size must be an int >= {HEADER_SIZE}, not {size!r}")
+        self.count = count
+        self.size = size
+        self._arena = mmap.mmap(-1, count * size)
+        self._free = list(range(count - 1, -1, -1))
+
+    @property
+    def available(self) -> int:
+        """Blocks that can still be acquired."""
+        return len(self._free)
+
+    @property
+    def in_use(self) -> int:
+        """Blocks currently leased."""
+        return self.count - len(self._free)
+
+    def acquire(self) -> StateBlock:
+        """Lease a free block; :class:`OutOfStateBlocks` (ENOMEM) when none is left."""
+        if not self._free:
+            raise OutOfStateBlocks(f"all {self.count} state blocks are in use")
+        index = self._free.pop()
+        offset = index * self.size
+        with memoryview(self._arena) as arena:
+            return StateBlock(
+                arena[offset : offset + self.size],
+                self.size,
+                on_release=lambda: self._free.append(index),
+            )
+
+    def __repr__(self) -> str:
+        return f"<StateBlockPool {self.in_use}/{self.count} in use, {self.size} bytes each>"

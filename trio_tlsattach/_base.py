@@ -30,6 +30,7 @@ receive serves pushed-back data first.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from abc import abstractmethod
 from collections import deque
@@ -136,6 +137,9 @@ class ConflictDetector:
 
 
 _MISSING: Any = object()
+
+CLOSE_GRACE: Final = 1.0
+"""Seconds a close may spend handing a last word (close_notify) to a slow wrapped stream."""
 
 
 class Handle:
@@ -345,6 +349,27 @@ class ByteStream(Handle, trio.abc.HalfCloseableStream):
     @abstractmethod
     async def _receive_some(self, max_bytes: int | None, deadline: float) -> bytes: ...
 
+    def _receive_nowait(self, view: memoryview) -> int | None:
+        """For the owner: move what is available without waiting; None if nothing is.
+
+        Returns 0 at end of stream. Transports override this with a non-blocking system call;
+        the default serves only pushed-back bytes.
+        """
+        if self._pushback:
+            return self._take_pushback_into(view)
+        return None
+
+    async def _send_on_close(self, data: bytes) -> None:
+        """For the owner: best-effort send of a last word (close_notify, an alert) on close.
+
+        Never raises and never blocks for long: transports try one non-blocking send; this
+        default gives a wrapped stream ``CLOSE_GRACE`` seconds. Losing these bytes only costs
+        the peer a clean close.
+        """
+        quiet = contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+        with trio.move_on_after(CLOSE_GRACE), quiet:
+            await self._send_all(data, FOREVER, False)
+
     # ``checkpoint=False``: the caller (the layer above) is inside a call of its own that
     # checkpoints; skip the schedule point here so one user call costs one round trip.
 
@@ -469,8 +494,10 @@ class AttachedMixin(Handle):
             block.release()
 
     async def _close_resources(self) -> None:
-        self._release()
-        await self._below._close_now()
+        try:
+            self._release()
+        finally:
+            await self._below._close_now()
 
     @abstractmethod
     async def _detach_protocol(self, deadline: float) -> bytes | list[bytes]:

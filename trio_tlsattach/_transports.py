@@ -162,6 +162,26 @@ class FdTransport(ByteStream):
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return n
 
+    def _receive_nowait(self, view: memoryview) -> int | None:
+        if self._pushback:
+            return self._take_pushback_into(view)
+        try:
+            return self._recv_into_now(view)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise translate_os_error(exc, "receive") from exc
+
+    async def _send_on_close(self, data: bytes) -> None:
+        if self._send_done or self._send_broken:
+            return
+        try:
+            sent = self._send_now(memoryview(data))
+        except OSError:
+            sent = 0
+        if sent < len(data):
+            self._send_broken = True
+
     async def _receive_some(self, max_bytes: int | None = None, deadline: float = FOREVER) -> bytes:
         size = check_max_bytes(max_bytes, DEFAULT_RECEIVE_SIZE)
         checked = check_deadline(deadline)

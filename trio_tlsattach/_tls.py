@@ -1,0 +1,838 @@
+"""The TLS layer: ``tls_attach_server_mem`` and friends, on any byte stream.
+
+Theory of operation
+-------------------
+On the wire this layer is plain TLS (1.2 or 1.3), done by OpenSSL through an ``ssl.SSLObject``
+and two ``ssl.MemoryBIO``: ciphertext from the stream below is written into ``_incoming``,
+OpenSSL's output is drained from ``_outgoing`` and sent below. The stream below is used only
+through the byte-stream interface, so TLS can sit on a socket, a pipe, a memory stream or
+another TLS layer (TLS in TLS).
+
+Where the state lives. The caller's memory block (at least ``TLS_SIZE`` bytes, see ``_mem``)
+holds the fixed state record (phase, direction flags, byte counters, current deadline) and,
+after it, the *ciphertext receive buffer*: every ``recv_into`` of the transport lands there
+and goes from there into ``_incoming``, so steady-state receiving allocates nothing per record.
+OpenSSL's own objects live on OpenSSL's heap, as they must.
+
+The fast path (why this beats ``trio.SSLStream``). A receive first decrypts every whole record
+already buffered *straight into the caller's buffer* (``SSLObject.read(n, buffer)``); while the
+caller's buffer is not full it pulls more ciphertext from the stream below *without waiting*
+(``_receive_nowait``) and decrypts again. Only when nothing at all is available does it wait,
+and then the deadline's scope is built. One user call is one scheduler round trip, however many
+16 KiB records it moves. A send encrypts up to ``SEND_CHUNK`` bytes with one ``SSLObject.write``
+and hands the ciphertext below with one ``send_all``.
+
+States. ``_handshook`` (handshake done), and per direction: send ``done`` (close_notify sent:
+``SendAfterDone`` after), send ``broken`` (a send was interrupted after OpenSSL had produced
+records, so the peer is mid-record: sticky ``ConnectionBroken``), receive ``eof`` (the peer's
+close_notify: receives return ``b""``), receive ``broken`` (an alert, a bad record, EOF without
+close_notify, or a receive interrupted in the middle of a record). A receive that was only
+waiting (nothing partial buffered) may be cancelled or time out and the stream stays usable.
+
+Full duplex. One task may send while another receives. Both can produce ciphertext (a receive
+can make OpenSSL answer a KeyUpdate or send an alert), so whoever sends ciphertext holds
+``_wire_lock`` and drains *everything* pending in ``_outgoing``: records leave in the order
+OpenSSL made them. Two tasks sending at once is ``trio.BusyResourceError``.
+
+``send_eof`` (libdill's ``tls_done``) sends close_notify and leaves receiving open: TLS 1.3
+half-close. ``detach`` (``tls_detach``) sends close_notify if needed, reads until the peer's
+close_notify and returns the stream below with every byte that followed that close_notify
+pushed back in front of it. Application data the peer sent before its close_notify and that
+was not read is *not* merged into the plaintext stream below (that would let bytes cross the
+security boundary, the STARTTLS-injection mistake): it is kept in :attr:`TLSStream.unread_data`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, final
+
+import trio
+import trustme
+
+from ._base import (
+    AttachedMixin,
+    ByteStream,
+    ConflictDetector,
+    Handle,
+    Kind,
+    TLSAttribute,
+    TypedAttribute,
+    as_writable_view,
+    check_max_bytes,
+    close_shielded,
+)
+from ._deadline import FOREVER, check_deadline
+from ._errors import (
+    ConnectionBroken,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotSupported,
+    ProtocolMismatch,
+    SendAfterDone,
+    StackError,
+    TLSError,
+)
+from ._mem import HEADER_SIZE, STATE_RECORD, TLS_SIZE, StateBlock, StateBlockPool
+from ._tlsconfig import CertSource, client_context, server_context
+from ._transports import begin_attach, bytes_view, wrap_stream
+
+__all__ = [
+    "TLSClientLayer",
+    "TLSServerLayer",
+    "TLSStream",
+    "tls_attach_client",
+    "tls_attach_client_mem",
+    "tls_attach_server",
+    "tls_attach_server_mem",
+    "tls_detach",
+    "tls_done",
+]
+
+SEND_CHUNK: Final = 256 * 1024
+"""Plaintext encrypted per ``SSLObject.write``: bounds the ciphertext held in memory."""
+
+DEFAULT_RECEIVE_SIZE: Final = 65536
+_LAYER_ID: Final = 1
+
+# Direction flags, as stored in the state record.
+_HANDSHOOK: Final = 1
+_SEND_DONE: Final = 2
+_SEND_BROKEN: Final = 4
+_RECV_EOF: Final = 8
+_RECV_BROKEN: Final = 16
+
+
+def _record_sni(sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+    # The server side learns the client's SNI only through this callback.
+    sslobj.tlsattach_sni = server_name
+
+
+@final
+class TLSStream(AttachedMixin, ByteStream):
+    """A TLS connection on top of a byte stream: what the TLS layers' ``attach`` returns.
+
+    A :class:`trio.abc.HalfCloseableStream` with absolute ``deadline`` arguments,
+    :meth:`receive_into`, :meth:`detach`, and ``trio.SSLStream``'s names, so it also works as a
+    drop-in::
+
+        tls = TLSStream(transport, ctx, server_side=True)   # handshake happens on first use
+        await tls.do_handshake()
+        data = await tls.receive_some()
+
+    Build it through a layer to get libdill's attach semantics (handshake done, stream closed
+    on failure)::
+
+        tls = await TLSServerLayer("cert.pem", "key.pem").attach(tcp, deadline=after(10))
+    """
+
+    def __init__(
+        self,
+        transport_stream: Any,
+        ssl_context: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        https_compatible: bool = False,
+        mem: object = None,
+        session: ssl.SSLSession | None = None,
+    ) -> None:
+        super().__init__()
+        below = wrap_stream(transport_stream)
+        if below.kind is not Kind.BYTES:
+            raise ProtocolMismatch(f"TLS needs a byte stream; {below.label()} carries messages")
+        if not isinstance(ssl_context, ssl.SSLContext):
+            raise InvalidArgument("ssl_context must be an ssl.SSLContext")
+        block = StateBlock.allocate(TLS_SIZE) if mem is None else StateBlock.claim(mem, TLS_SIZE)
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        if server_side and ssl_context.sni_callback is None:
+            ssl_context.sni_callback = _record_sni
+        try:
+            self._ssl = ssl_context.wrap_bio(
+                self._incoming,
+                self._outgoing,
+                server_side=server_side,
+                server_hostname=server_hostname,
+                session=session,
+            )
+        except (ValueError, ssl.SSLError) as exc:
+            block.release()
+            raise InvalidArgument(f"cannot start TLS: {exc}") from exc
+        self._bind(below, block)
+        assert block.view is not None
+        self._record_view = block.view[:HEADER_SIZE]
+        self._scratch = block.view[HEADER_SIZE:]
+        self._context = ssl_context
+        self._server_side = server_side
+        self._https_compatible = https_compatible
+        self._flags = 0
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._recv_error: tuple[type[StackError], str] | None = None
+        self._send_error: str | None = None
+        self._handshake_lock = trio.Lock()
+        self._wire_lock = trio.Lock()
+        self._send_conflict = ConflictDetector("another task is already sending on this stream")
+        self._receive_conflict = ConflictDetector(
+            "another task is already receiving on this stream"
+        )
+        self._receive_buffer: bytearray | None = None
+        self.unread_data = b""
+        """Application data the peer sent before its close_notify that was still unread when
+        :meth:`detach` ran (it is not merged into the plaintext stream below)."""
+        self._save_record(FOREVER)
+
+    # --- state record -------------------------------------------------------------------------
+
+    def _save_record(self, deadline: float) -> None:
+        STATE_RECORD.pack_into(
+            self._record_view, 0, int(self._phase), self._flags, _LAYER_ID, 0,
+            self._bytes_in, self._bytes_out, float(deadline),
+        )  # fmt: skip
+
+    def _set(self, flag: int) -> None:
+        self._flags |= flag
+        if self._block is not None:
+            self._save_record(FOREVER)
+
+    # --- properties and typed attributes (trio.SSLStream's names) ----------------------------
+
+    def label(self) -> str:
+        side = "server" if self._server_side else "client"
+        return f"tls({side}, {self._ssl.version() or 'handshaking'})"
+
+    @property
+    def transport_stream(self) -> Handle:
+        """The stream below (do not use it while TLS is attached)."""
+        return self._below
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The ``ssl.SSLContext`` this connection was made from."""
+        return self._context
+
+    @property
+    def server_side(self) -> bool:
+        """True for the server end."""
+        return self._server_side
+
+    @property
+    def server_hostname(self) -> str | None:
+        """The client's SNI name on the server side; the expected hostname on the client side."""
+        if self._server_side:
+            return getattr(self._ssl, "tlsattach_sni", None)
+        return self._ssl.server_hostname
+
+    @property
+    def tls_version(self) -> str | None:
+        """``"TLSv1.3"``, ``"TLSv1.2"``, or None before the handshake."""
+        return self._ssl.version()
+
+    @property
+    def alpn(self) -> str | None:
+        """The negotiated ALPN protocol, or None."""
+        return self._ssl.selected_alpn_protocol()
+
+    @property
+    def peer_cert(self) -> dict[str, Any] | None:
+        """The peer's verified certificate as ``getpeercert()`` gives it, or None."""
+        return self._ssl.getpeercert() or None
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        """The TLS session, to resume it with ``TLSClientLayer(..., session=...)``."""
+        return self._ssl.session
+
+    @property
+    def session_reused(self) -> bool:
+        """True when this connection resumed an earlier session."""
+        return self._ssl.session_reused
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        """As ``ssl.SSLObject.getpeercert``."""
+        return self._ssl.getpeercert(binary_form)
+
+    def selected_alpn_protocol(self) -> str | None:
+        """As ``ssl.SSLObject.selected_alpn_protocol``."""
+        return self._ssl.selected_alpn_protocol()
+
+    def version(self) -> str | None:
+        """As ``ssl.SSLObject.version``."""
+        return self._ssl.version()
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        """As ``ssl.SSLObject.cipher``: (name, protocol, secret bits)."""
+        return self._ssl.cipher()
+
+    def _attributes(self) -> Mapping[TypedAttribute[Any], Any]:
+        return {
+            TLSAttribute.tls_version: self._ssl.version,
+            TLSAttribute.cipher: self._ssl.cipher,
+            TLSAttribute.alpn: self._ssl.selected_alpn_protocol,
+            TLSAttribute.peer_cert: lambda: self.peer_cert,
+            TLSAttribute.peer_cert_der: lambda: self._ssl.getpeercert(True),
+            TLSAttribute.server_hostname: lambda: self.server_hostname,
+            TLSAttribute.server_side: lambda: self._server_side,
+            TLSAttribute.session_reused: lambda: self._ssl.session_reused,
+        }
+
+    # --- handshake ----------------------------------------------------------------------------
+
+    async def do_handshake(self, deadline: float = FOREVER) -> None:
+        """Run the handshake now (it otherwise runs on first send or receive). Idempotent."""
+        self._check()
+        checked = check_deadline(deadline)
+        if self._flags & _HANDSHOOK:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._handshake(checked)
+
+    async def _handshake(self, deadline: float) -> None:
+        async with self._handshake_lock:
+            while not self._flags & _HANDSHOOK:
+                try:
+                    self._ssl.do_handshake()
+                    done = True
+                except ssl.SSLWantReadError:
+                    done = False
+                except ssl.SSLError as exc:
+                    self._break_both()
+                    await self._flush_on_close()  # our alert tells the peer why
+                    raise TLSError.from_ssl(exc, "handshake failed") from exc
+                await self._flush(deadline)
+                if done:
+                    self._set(_HANDSHOOK)
+                    break
+                if not await self._pull(deadline, during="handshake"):
+                    self._break_both()
+                    raise ConnectionBroken("the peer closed the connection during the handshake")
+
+    def _break_both(self) -> None:
+        self._recv_error = (ConnectionBroken, "the TLS connection failed")
+        self._send_error = "the TLS connection failed"
+        self._set(_SEND_BROKEN | _RECV_BROKEN)
+
+    # --- moving ciphertext --------------------------------------------------------------------
+
+    async def _pull(self, deadline: float, during: str) -> bool:
+        """Wait for ciphertext from below into ``_incoming``; False at the stream's end."""
+        try:
+            got = await self._below._receive_into(self._scratch, deadline, False)  # type: ignore[attr-defined]
+        except (trio.Cancelled, DeadlineExceeded):
+            if self._incoming.pending and during == "receive":
+                self._recv_error = (ConnectionBroken, "a receive was interrupted mid-record")
+                self._set(_RECV_BROKEN)
+            raise
+        except StackError as exc:
+            self._recv_error = (ConnectionBroken, f"the stream below failed: {exc.strerror}")
+            self._set(_RECV_BROKEN)
+            raise
+        if got:
+            self._incoming.write(self._scratch[:got])
+        return bool(got)
+
+    async def _flush(self, deadline: float) -> None:
+        """Send everything OpenSSL has produced, in order (see "Full duplex")."""
+        if not self._outgoing.pending:
+            return
+        try:
+            self._wire_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._wire_lock.acquire()
+        try:
+            data = self._outgoing.read()
+            if data:
+                await self._below._send_all(data, deadline, False)  # type: ignore[attr-defined]
+        except BaseException:
+            self._send_error = "a send was interrupted after TLS records were produced"
+            self._set(_SEND_BROKEN)
+            raise
+        finally:
+            self._wire_lock.release()
+
+    async def _flush_on_close(self) -> None:
+        """Best effort: hand a last word (alert, close_notify) below without waiting long."""
+        data = self._outgoing.read()
+        if data and not self._wire_lock.locked():
+            assert isinstance(self._below, ByteStream)
+            await self._below._send_on_close(data)
+
+    # --- send side ----------------------------------------------------------------------------
+
+    def _check_send(self) -> None:
+        if self._flags & _SEND_DONE:
+            raise SendAfterDone("send after send_eof() / tls_done()")
+        if self._send_error is not None:
+            raise ConnectionBroken(self._send_error)
+
+    async def _send_all(
+        self, data: Any, deadline: float = FOREVER, checkpoint: bool = True
+    ) -> None:
+        checked = check_deadline(deadline)
+        with self._send_conflict:
+            self._check_send()
+            with bytes_view(data) as view:
+                if checkpoint:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                if not self._flags & _HANDSHOOK:
+                    await self._handshake(checked)
+                    self._check_send()
+                write = self._ssl.write
+                for start in range(0, len(view), SEND_CHUNK):
+                    try:
+                        write(view[start : start + SEND_CHUNK])
+                    except ssl.SSLError as exc:
+                        self._send_error = f"TLS error while sending: {exc.reason}"
+                        self._set(_SEND_BROKEN)
+                        raise TLSError.from_ssl(exc, "send failed") from exc
+                    await self._flush(checked)
+                self._bytes_out += len(view)
+            if checkpoint:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _wait_send_all_might_not_block(self) -> None:
+        with self._send_conflict:
+            self._check_send()
+            await self._below._wait_send_all_might_not_block()  # type: ignore[attr-defined]
+
+    # --- receive side -------------------------------------------------------------------------
+
+    def _raise_receive_error(self) -> None:
+        assert self._recv_error is not None
+        cls, message = self._recv_error
+        raise cls(message)
+
+    def _fill(self, view: memoryview) -> int | None:
+        """Decrypt into ``view`` all that is available without waiting.
+
+        Returns the count (0 only at the peer's close_notify), or None when nothing at all
+        could be had. An error after some bytes were delivered is kept for the next call.
+        """
+        filled = 0
+        size = len(view)
+        read = self._ssl.read
+        while True:
+            try:
+                while filled < size:
+                    n: int = read(size - filled, view[filled:])  # type: ignore[arg-type,assignment]
+                    if not n:
+                        self._set(_RECV_EOF)
+                        return filled
+                    filled += n
+                return filled
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                self._set(_RECV_EOF)
+                return filled
+            except ssl.SSLError as exc:
+                self._recv_error = (TLSError, f"bad record or alert: {exc.reason or exc}")
+                self._set(_RECV_BROKEN)
+                if filled:
+                    return filled
+                raise TLSError.from_ssl(exc, "receive failed") from exc
+            got = self._below._receive_nowait(self._scratch)  # type: ignore[attr-defined]
+            if got is None:
+                return filled or None
+            if not got:
+                self._transport_eof()
+                return filled or (0 if self._flags & _RECV_EOF else None)
+            self._incoming.write(self._scratch[:got])
+
+    def _transport_eof(self) -> None:
+        if self._incoming.pending:
+            self._recv_error = (ConnectionBroken, "the stream ended in the middle of a TLS record")
+        elif self._https_compatible:
+            self._set(_RECV_EOF)
+            return
+        else:
+            self._recv_error = (ConnectionBroken, "the peer closed without close_notify")
+        self._set(_RECV_BROKEN)
+
+    async def _receive_into(
+        self, buffer: Any, deadline: float = FOREVER, checkpoint: bool = True
+    ) -> int:
+        view = as_writable_view(buffer)
+        if not view:
+            raise InvalidArgument("receive_into needs a buffer of at least one byte")
+        checked = check_deadline(deadline)
+        with self._receive_conflict:
+            if checkpoint:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            if self._pushback:
+                n = self._take_pushback_into(view)
+                if checkpoint:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return n
+            if not self._flags & _HANDSHOOK:
+                await self._handshake(checked)
+            waited = False
+            while True:
+                if self._flags & _RECV_EOF:
+                    n = 0
+                    break
+                if self._recv_error is not None:
+                    self._raise_receive_error()
+                try:
+                    got = self._fill(view)
+                except TLSError:
+                    await self._flush_on_close()  # the alert OpenSSL queued for the peer
+                    raise
+                if self._outgoing.pending:
+                    await self._flush(checked)
+                if got is not None:
+                    n = got
+                    break
+                waited = True
+                if not await self._pull(checked, during="receive"):
+                    self._transport_eof()
+            self._bytes_in += n
+            if checkpoint and not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return n
+
+    async def _receive_some(self, max_bytes: int | None = None, deadline: float = FOREVER) -> bytes:
+        size = check_max_bytes(max_bytes, DEFAULT_RECEIVE_SIZE)
+        buffer = self._receive_buffer
+        if buffer is None or len(buffer) < size:
+            buffer = self._receive_buffer = bytearray(max(size, DEFAULT_RECEIVE_SIZE))
+        with memoryview(buffer)[:size] as view:
+            n = await self._receive_into(view, deadline)
+            return bytes(view[:n])
+
+    def _receive_nowait(self, view: memoryview) -> int | None:
+        if self._pushback:
+            return self._take_pushback_into(view)
+        if not self._flags & _HANDSHOOK or self._outgoing.pending:
+            return None  # the waiting path handshakes and flushes
+        if self._flags & _RECV_EOF:
+            return 0
+        if self._recv_error is not None:
+            self._raise_receive_error()
+        return self._fill(view)
+
+    # --- done (send_eof) ----------------------------------------------------------------------
+
+    def _start_shutdown(self) -> None:
+        """Queue close_notify without letting OpenSSL discard unread application data.
+
+        ``SSLObject.unwrap`` calls ``SSL_shutdown`` twice, and the second call drops application
+        data it reads. So decrypted-but-unread bytes go to our pushback first, and undecrypted
+        ciphertext is kept out of OpenSSL's reach while it runs.
+        """
+        while self._ssl.pending():
+            self._pushback.extend(self._ssl.read(self._ssl.pending()))
+        saved = self._incoming.read()
+        try:
+            self._ssl.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            self._send_error = "TLS shutdown failed"
+            self._set(_SEND_BROKEN)
+            raise TLSError.from_ssl(exc, "close_notify failed") from exc
+        finally:
+            if saved:
+                self._incoming.write(saved)
+        self._set(_SEND_DONE)
+
+    async def _send_eof(self, deadline: float = FOREVER) -> None:
+        checked = check_deadline(deadline)
+        with self._send_conflict:
+            if self._flags & _SEND_DONE:
+                await trio.lowlevel.checkpoint()
+                return
+            if self._send_error is not None:
+                raise ConnectionBroken(self._send_error)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if not self._flags & _HANDSHOOK:
+                await self._handshake(checked)
+            self._start_shutdown()
+            await self._flush(checked)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def send_eof(self, deadline: float = FOREVER) -> None:
+        """Send close_notify (libdill's ``tls_done``); later sends raise :class:`SendAfterDone`.
+
+        Receiving keeps working until the peer's close_notify, when receives return ``b""``.
+        The stream below is not half-closed, so the connection can still be detached.
+        """
+        await super().send_eof(deadline)
+
+    # --- detach -------------------------------------------------------------------------------
+
+    async def detach(self, deadline: float = FOREVER) -> Handle:
+        """Shut TLS down cleanly and return the stream below (libdill's ``tls_detach``).
+
+        Sends close_notify if not done yet, reads until the peer's close_notify, and returns the
+        stream below with every byte that followed the peer's close_notify pushed back in front.
+        Unread application data is kept in :attr:`unread_data`. On any failure (deadline,
+        cancellation, EOF without close_notify) the whole stack is closed and the error raised.
+        """
+        return await self._detach_handle(deadline)
+
+    async def _detach_protocol(self, deadline: float) -> bytes:
+        checked = check_deadline(deadline)
+        with self._send_conflict, self._receive_conflict:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if not self._flags & _HANDSHOOK:
+                await self._handshake(checked)
+            if not self._flags & _SEND_DONE:
+                if self._send_error is not None:
+                    raise ConnectionBroken(self._send_error)
+                self._start_shutdown()
+            await self._flush(checked)
+            unread = bytearray(self._pushback)
+            self._pushback.clear()
+            buffer = bytearray(DEFAULT_RECEIVE_SIZE)
+            with memoryview(buffer) as view:
+                while not self._flags & _RECV_EOF:
+                    if self._recv_error is not None:
+                        self._raise_receive_error()
+                    got = self._fill(view)
+                    if got:
+                        unread += view[:got]
+                    elif got is None and not await self._pull(checked, during="detach"):
+                        self._transport_eof()
+                        if self._https_compatible:
+                            raise ConnectionBroken("the peer closed without close_notify")
+            self.unread_data = bytes(unread)
+            return self._incoming.read()
+
+    async def unwrap(self) -> tuple[Any, bytes]:
+        """``trio.SSLStream.unwrap``: detach, and return ``(transport, trailing_bytes)``.
+
+        Unlike :meth:`detach`, the bytes that followed the peer's close_notify are returned
+        instead of pushed back. A wrapped foreign stream is returned as the original object.
+        """
+        below = await self.detach()
+        assert isinstance(below, ByteStream)
+        trailing = bytes(below._pushback)
+        below._pushback.clear()
+        inner = getattr(below, "stream", None)
+        return (inner if isinstance(inner, trio.abc.Stream) else below), trailing
+
+    # --- close --------------------------------------------------------------------------------
+
+    async def _close_resources(self) -> None:
+        # Forceful, but a peer that can still hear us gets a close_notify if it fits now.
+        try:
+            if self._flags & _HANDSHOOK and not self._flags & (_SEND_DONE | _SEND_BROKEN):
+                with contextlib.suppress(ssl.SSLError):
+                    self._ssl.unwrap()
+                await self._flush_on_close()
+        finally:  # even when cancelled: closing must close
+            await super()._close_resources()
+
+
+# --- layers -----------------------------------------------------------------------------------
+
+
+def _claim_block(mem: object, pool: StateBlockPool | None) -> object:
+    if mem is not None and pool is not None:
+        raise InvalidArgument("give a layer mem or pool, not both")
+    return pool.acquire() if pool is not None else mem
+
+
+async def _attach(
+    stream: Any,
+    context: ssl.SSLContext,
+    deadline: float,
+    *,
+    server_side: bool,
+    server_hostname: str | None,
+    mem: object,
+    pool: StateBlockPool | None,
+    session: ssl.SSLSession | None,
+) -> TLSStream:
+    below = await begin_attach(stream, Kind.BYTES, "tls")
+    try:
+        checked = check_deadline(deadline)
+        tls = TLSStream(
+            below,
+            context,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            mem=_claim_block(mem, pool),
+            session=session,
+        )
+    except BaseException:
+        await close_shielded(below)
+        raise
+    try:
+        await tls._handshake(checked)
+    except BaseException:
+        await close_shielded(tls)
+        raise
+    return tls
+
+
+@final
+class TLSServerLayer:
+    """Server-side TLS, ready to attach to byte streams (one recipe, many connections).
+
+    ``cert`` is an ``ssl.SSLContext``, a PEM file path (with ``key``, or a file holding both),
+    PEM bytes, or a ``trustme.LeafCert``. Contexts built here are cached and require TLS 1.2+.
+
+    ``mem``: a block of at least ``TLS_SIZE`` bytes for *one* connection's state;
+    ``pool``: a :class:`StateBlockPool` to take a block from per connection (ENOMEM when empty).
+
+    >>> layer = TLSServerLayer(server_cert)            # a trustme.LeafCert
+    >>> tls = await layer.attach(tcp, deadline=after(10))
+    """
+
+    below_kind: Final = Kind.BYTES
+
+    def __init__(
+        self,
+        cert: CertSource,
+        key: str | bytes | os.PathLike[str] | None = None,
+        *,
+        mem: object = None,
+        pool: StateBlockPool | None = None,
+        alpn: Sequence[str] | None = None,
+    ) -> None:
+        if mem is not None and pool is not None:
+            raise InvalidArgument("give a layer mem or pool, not both")
+        self.context = server_context(cert, key, alpn)
+        self._mem = mem
+        self._pool = pool
+
+    async def attach(self, stream: Any, deadline: float = FOREVER) -> TLSStream:
+        """Run the server handshake on ``stream``; on failure ``stream`` is closed."""
+        return await _attach(
+            stream, self.context, deadline, server_side=True, server_hostname=None,
+            mem=self._mem, pool=self._pool, session=None,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return "<TLSServerLayer>"
+
+
+@final
+class TLSClientLayer:
+    """Client-side TLS, ready to attach to byte streams.
+
+    ``context``: an ``ssl.SSLContext``; a ``trustme.CA`` or CA file to trust; or None for the
+    system's CAs. The server's certificate and ``server_hostname`` are verified unless your
+    own context says otherwise. ``session`` resumes an earlier ``TLSStream.session``.
+    """
+
+    below_kind: Final = Kind.BYTES
+
+    def __init__(
+        self,
+        context: ssl.SSLContext | trustme.CA | str | os.PathLike[str] | None = None,
+        *,
+        server_hostname: str | None = None,
+        mem: object = None,
+        pool: StateBlockPool | None = None,
+        alpn: Sequence[str] | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> None:
+        if mem is not None and pool is not None:
+            raise InvalidArgument("give a layer mem or pool, not both")
+        self.context = client_context(context, alpn)
+        if server_hostname is None and self.context.check_hostname:
+            raise InvalidArgument("server_hostname is required when the context checks hostnames")
+        self.server_hostname = server_hostname
+        self.session = session
+        self._mem = mem
+        self._pool = pool
+
+    async def attach(self, stream: Any, deadline: float = FOREVER) -> TLSStream:
+        """Run the client handshake on ``stream``; on failure ``stream`` is closed."""
+        return await _attach(
+            stream, self.context, deadline, server_side=False,
+            server_hostname=self.server_hostname, mem=self._mem, pool=self._pool,
+            session=self.session,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"<TLSClientLayer {self.server_hostname}>"
+
+
+# --- libdill facade ---------------------------------------------------------------------------
+
+
+async def tls_attach_server(
+    s: Any, cert: CertSource, key: str | bytes | os.PathLike[str] | None, deadline: float = FOREVER
+) -> TLSStream:
+    """libdill's ``tls_attach_server(s, cert, key, deadline)``."""
+    return await TLSServerLayer(cert, key).attach(s, deadline)
+
+
+async def tls_attach_server_mem(
+    s: Any,
+    cert: CertSource,
+    key: str | bytes | os.PathLike[str] | None,
+    mem: object,
+    deadline: float = FOREVER,
+) -> TLSStream:
+    """libdill's ``tls_attach_server_mem``: state kept in ``mem`` (>= ``TLS_SIZE`` bytes).
+
+    ::
+
+        mem = bytearray(TLS_SIZE)
+        tls = await tls_attach_server_mem(tcp, "cert.pem", "key.pem", mem, after(10))
+        await tls.send_all(b"ABC")
+        tcp = await tls_detach(tls, after(10))
+    """
+    if mem is None:
+        await close_shielded(wrap_stream(s))
+        raise InvalidArgument("tls_attach_server_mem needs a memory block (see TLS_SIZE)")
+    return await TLSServerLayer(cert, key, mem=mem).attach(s, deadline)
+
+
+async def tls_attach_client(
+    s: Any,
+    deadline: float = FOREVER,
+    *,
+    context: ssl.SSLContext | trustme.CA | str | None = None,
+    server_hostname: str | None = None,
+    alpn: Sequence[str] | None = None,
+    session: ssl.SSLSession | None = None,
+) -> TLSStream:
+    """libdill's ``tls_attach_client(s, deadline)``, with the verification settings as keywords."""
+    layer = TLSClientLayer(context, server_hostname=server_hostname, alpn=alpn, session=session)
+    return await layer.attach(s, deadline)
+
+
+async def tls_attach_client_mem(
+    s: Any,
+    mem: object,
+    deadline: float = FOREVER,
+    *,
+    context: ssl.SSLContext | trustme.CA | str | None = None,
+    server_hostname: str | None = None,
+    alpn: Sequence[str] | None = None,
+    session: ssl.SSLSession | None = None,
+) -> TLSStream:
+    """libdill's ``tls_attach_client_mem(s, mem, deadline)``."""
+    if mem is None:
+        await close_shielded(wrap_stream(s))
+        raise InvalidArgument("tls_attach_client_mem needs a memory block (see TLS_SIZE)")
+    layer = TLSClientLayer(
+        context, server_hostname=server_hostname, alpn=alpn, session=session, mem=mem
+    )
+    return await layer.attach(s, deadline)
+
+
+def _tls(s: object) -> TLSStream:
+    if not isinstance(s, TLSStream):
+        raise NotSupported(f"not a TLS stream: {type(s).__name__}")
+    return s
+
+
+async def tls_done(s: TLSStream, deadline: float = FOREVER) -> None:
+    """libdill's ``tls_done``: send close_notify; receiving continues."""
+    await _tls(s).send_eof(deadline)
+
+
+async def tls_detach(s: TLSStream, deadline: float = FOREVER) -> Handle:
+    """libdill's ``tls_detach``: clean TLS shutdown; returns the underlying stream."""
+    return await _tls(s).detach(deadline)

@@ -1,0 +1,180 @@
+"""Building the ``ssl.SSLContext`` a TLS layer uses, from whatever the caller has.
+
+Theory of operation
+-------------------
+libdill takes a certificate file and a key file; Trio users usually have an ``ssl.SSLContext``,
+and test suites have ``trustme`` objects. All of them end up as one ``SSLContext`` per distinct
+configuration, built once and cached: loading a chain and parsing a key per connection costs
+more than the handshake's own public-key operation. Cache keys are the file paths with their
+modification time and size (a renewed certificate is picked up), or a digest of PEM bytes;
+``trustme`` objects are cached by identity.
+
+Defaults are the secure ones: TLS 1.2 or newer, and a client verifies the server's certificate
+and its hostname (``ssl.create_default_context``). Anything that cannot be loaded is
+:class:`InvalidArgument` (EINVAL) with OpenSSL's reason attached as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import ssl
+import tempfile
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import trustme
+
+from ._errors import InvalidArgument, InvalidArgumentType
+
+__all__ = ["CertSource", "client_context", "server_context"]
+
+CertSource = ssl.SSLContext | str | bytes | os.PathLike[str] | trustme.LeafCert
+"""What a server layer accepts as its certificate: a context, a PEM file path, PEM bytes, or a
+``trustme.LeafCert``."""
+
+_cache: dict[object, ssl.SSLContext] = {}
+_cache_lock = threading.Lock()
+_CACHE_LIMIT = 64
+
+
+def _new_context(purpose: ssl.Purpose) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(purpose)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _file_key(path: str) -> tuple[str, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path!r}: {exc.strerror}") from exc
+    return (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+
+
+def _load_chain(ctx: ssl.SSLContext, cert: str, key: str | None) -> None:
+    try:
+        ctx.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise InvalidArgument(f"bad certificate or key: {exc.reason or exc}") from exc
+    except OSError as exc:
+        raise InvalidArgument(f"cannot load certificate/key: {exc.strerror or exc}") from exc
+
+
+def _load_pem(ctx: ssl.SSLContext, cert: bytes, key: bytes | None) -> None:
+    # The ssl module loads chains from files only; the temporary file lives for one load.
+    with tempfile.NamedTemporaryFile(suffix=".pem") as f:
+        f.write(cert)
+        if key is not None:
+            f.write(b"\n" + key)
+        f.flush()
+        _load_chain(ctx, f.name, None)
+
+
+def _cached(key: object, build: functools.partial[ssl.SSLContext]) -> ssl.SSLContext:
+    with _cache_lock:
+        ctx = _cache.get(key)
+    if ctx is None:
+        ctx = build()
+        with _cache_lock:
+            if len(_cache) >= _CACHE_LIMIT:
+                _cache.pop(next(iter(_cache)))
+            _cache[key] = ctx
+    return ctx
+
+
+def _alpn(ctx: ssl.SSLContext, alpn: Sequence[str] | None) -> None:
+    if alpn is None:
+        return
+    if isinstance(alpn, str | bytes) or not all(isinstance(p, str) and p for p in alpn):
+        raise InvalidArgument("alpn must be a list of non-empty protocol names, e.g. ['h2']")
+    ctx.set_alpn_protocols(list(alpn))
+
+
+def _build_server(cert: object, key: object, alpn: tuple[str, ...] | None) -> ssl.SSLContext:
+    ctx = _new_context(ssl.Purpose.CLIENT_AUTH)
+    if isinstance(cert, trustme.LeafCert):
+        cert.configure_cert(ctx)
+    elif isinstance(cert, bytes):
+        _load_pem(ctx, cert, key if isinstance(key, bytes) else None)
+    else:
+        _load_chain(ctx, str(cert), None if key is None else str(key))
+    _alpn(ctx, alpn)
+    return ctx
+
+
+def server_context(
+    cert: CertSource, key: str | bytes | os.PathLike[str] | None, alpn: Sequence[str] | None
+) -> ssl.SSLContext:
+    """The server context for ``cert``/``key``: the caller's own context, or a cached one.
+
+    A context passed in is used as it is (``alpn``, when given, is set on it).
+    """
+    alpn_key = None if alpn is None else tuple(alpn)
+    if isinstance(cert, ssl.SSLContext):
+        if key is not None:
+            raise InvalidArgument("key is only taken with a certificate, not with an SSLContext")
+        _alpn(cert, alpn)
+        return cert
+    if isinstance(cert, trustme.LeafCert):
+        return _cached(
+            ("leaf", cert, alpn_key), functools.partial(_build_server, cert, None, alpn_key)
+        )
+    if isinstance(cert, bytes):
+        if key is not None and not isinstance(key, bytes):
+            raise InvalidArgumentType("with PEM bytes as cert, key must be PEM bytes too")
+        digest = hashlib.sha256(cert + b"\0" + (key or b"")).hexdigest()
+        return _cached(
+            ("pem", digest, alpn_key), functools.partial(_build_server, cert, key, alpn_key)
+        )
+    if isinstance(cert, str | os.PathLike):
+        cert_path = os.fspath(cert)
+        if key is not None and not isinstance(key, str | os.PathLike):
+            raise InvalidArgumentType("with a certificate path, key must be a path too")
+        key_path = None if key is None else os.fspath(key)
+        cache_key = ("file", _file_key(cert_path), key_path and _file_key(key_path), alpn_key)
+        return _cached(cache_key, functools.partial(_build_server, cert_path, key_path, alpn_key))
+    raise InvalidArgumentType(
+        "cert must be an ssl.SSLContext, a PEM file path, PEM bytes or a trustme.LeafCert, "
+        f"not {type(cert).__name__}"
+    )
+
+
+def client_context(
+    context: ssl.SSLContext | trustme.CA | str | os.PathLike[str] | None,
+    alpn: Sequence[str] | None,
+) -> ssl.SSLContext:
+    """The client context: the caller's, or a cached verifying one trusting ``context``.
+
+    ``None`` trusts the system's CAs; a ``trustme.CA`` or a CA file path trusts that CA only.
+    """
+    alpn_key = None if alpn is None else tuple(alpn)
+    if isinstance(context, ssl.SSLContext):
+        _alpn(context, alpn)
+        return context
+
+    def build(trust: Any) -> ssl.SSLContext:
+        ctx = _new_context(ssl.Purpose.SERVER_AUTH)
+        if isinstance(trust, trustme.CA):
+            trust.configure_trust(ctx)
+        elif trust is not None:
+            try:
+                ctx.load_verify_locations(cafile=trust)
+            except (ssl.SSLError, OSError) as exc:
+                raise InvalidArgument(f"cannot load CA file {trust!r}: {exc}") from exc
+        _alpn(ctx, alpn_key)
+        return ctx
+
+    if context is None:
+        return _cached(("client-default", alpn_key), functools.partial(build, None))
+    if isinstance(context, trustme.CA):
+        return _cached(("client-ca", context, alpn_key), functools.partial(build, context))
+    if isinstance(context, str | os.PathLike):
+        path = os.fspath(context)
+        return _cached(("client-file", _file_key(path), alpn_key), functools.partial(build, path))
+    raise InvalidArgumentType(
+        f"context must be an ssl.SSLContext, a trustme.CA or a CA file path, not "
+        f"{type(context).__name__}"
+    )

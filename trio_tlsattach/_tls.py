@@ -418,7 +418,7 @@ class TLSStream(AttachedMixin, ByteStream):
         while True:
             try:
                 while filled < size:
-                    n: int = read(size - filled, view[filled:])  # type: ignore[arg-type,assignment]
+                    n: int = read(size - filled, view[filled:])  # type: ignore[assignment]
                     if not n:
                         self._set(_RECV_EOF)
                         return filled

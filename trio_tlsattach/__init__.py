@@ -32,6 +32,17 @@ from ._errors import (
 )
 from ._mem import TLS_SIZE, StateBlock, StateBlockPool
 from ._stack import ProtocolStack
+from ._tls import (
+    TLSClientLayer,
+    TLSServerLayer,
+    TLSStream,
+    tls_attach_client,
+    tls_attach_client_mem,
+    tls_attach_server,
+    tls_attach_server_mem,
+    tls_detach,
+    tls_done,
+)
 from ._transports import (
     PipeTransport,
     SocketTransport,
@@ -73,7 +84,10 @@ __all__ = [
     "StateBlockPool",
     "StreamTransport",
     "TLSAttribute",
+    "TLSClientLayer",
     "TLSError",
+    "TLSServerLayer",
+    "TLSStream",
     "TypedAttribute",
     "after",
     "memory_pair",
@@ -83,6 +97,12 @@ __all__ = [
     "open_unix",
     "pipe_pair",
     "socketpair",
+    "tls_attach_client",
+    "tls_attach_client_mem",
+    "tls_attach_server",
+    "tls_attach_server_mem",
+    "tls_detach",
+    "tls_done",
     "wrap_stream",
 ]
 

@@ -62,6 +62,8 @@ def check_deadline(deadline: float) -> float:
 
     Called once at the top of every public operation, before anything is done.
     """
+    if deadline == -1 and type(deadline) is int:  # the common case, checked on every call
+        return math.inf
     if isinstance(deadline, bool) or not isinstance(deadline, int | float):
         raise InvalidArgumentType(f"deadline must be a number, not {type(deadline).__name__}")
     if deadline == FOREVER or deadline == math.inf:

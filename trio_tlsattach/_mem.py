@@ -50,10 +50,11 @@ __all__ = ["HEADER_SIZE", "STATE_RECORD", "TLS_SIZE", "StateBlock", "StateBlockP
 HEADER_SIZE: Final = 64
 """Bytes at the start of every block reserved for the fixed state record."""
 
-TLS_SIZE: Final = 65536
-"""Minimum size of a TLS layer's memory block: the 64-byte state record, then a 65472-byte
-ciphertext receive buffer (four full TLS records), so a wake-up can drain a whole socket
-buffer's worth of records with one ``recv_into``."""
+TLS_SIZE: Final = 131072
+"""Minimum size of a TLS layer's memory block: the 64-byte state record, then a 131008-byte
+ciphertext receive buffer (seven full TLS records and more), so one ``recv_into`` takes in all
+the records of a 64 KiB write and a wake-up drains most of a socket buffer at once. Pages of the
+block are only backed by RAM once touched, so an idle connection costs about one page."""
 
 STATE_RECORD: Final = struct.Struct("<BBHIQQd")
 """The fixed-layout part of the state record (phase, flags, kind, reserved, bytes_in,

@@ -181,6 +181,11 @@ class TLSStream(AttachedMixin, ByteStream):
             "another task is already receiving on this stream"
         )
         self._receive_buffer: bytearray | None = None
+        # Record-boundary tracking of the ciphertext handed to OpenSSL (see _feed).
+        self._fed = 0
+        self._boundary = 0
+        self._body_left = 0
+        self._header = bytearray()
         self.unread_data = b""
         """Application data the peer sent before its close_notify that was still unread when
         :meth:`detach` ran (it is not merged into the plaintext stream below)."""
@@ -323,7 +328,7 @@ class TLSStream(AttachedMixin, ByteStream):
         try:
             got = await self._below._receive_into(self._scratch, deadline, False)  # type: ignore[attr-defined]
         except (trio.Cancelled, DeadlineExceeded):
-            if self._incoming.pending and during == "receive":
+            if self._mid_record() and during == "receive":
                 self._recv_error = (ConnectionBroken, "a receive was interrupted mid-record")
                 self._set(_RECV_BROKEN)
             raise
@@ -332,8 +337,51 @@ class TLSStream(AttachedMixin, ByteStream):
             self._set(_RECV_BROKEN)
             raise
         if got:
-            self._incoming.write(self._scratch[:got])
+            self._feed(got)
         return bool(got)
+
+    def _feed(self, count: int) -> None:
+        """Hand ``count`` bytes of the scratch buffer to OpenSSL, tracking record boundaries.
+
+        TLS records are a 5-byte header (type, version, 16-bit length) then the body. Knowing
+        where the last complete record ends tells, without asking OpenSSL (whose answer is an
+        exception), whether a read can make progress and whether we stand mid-record.
+        """
+        data = self._scratch[:count]
+        self._incoming.write(data)
+        base = self._fed
+        self._fed = base + count
+        i = 0
+        while i < count:
+            body = self._body_left
+            if body:
+                take = body if body <= count - i else count - i
+                i += take
+                self._body_left = body - take
+                if take == body:
+                    self._boundary = base + i
+            elif not self._header and count - i >= 5:
+                self._body_left = (data[i + 3] << 8) | data[i + 4]
+                i += 5
+                if not self._body_left:
+                    self._boundary = base + i
+            else:  # a header split across reads
+                piece = data[i : i + 5 - len(self._header)]
+                self._header += piece
+                i += len(piece)
+                if len(self._header) == 5:
+                    self._body_left = (self._header[3] << 8) | self._header[4]
+                    self._header.clear()
+                    if not self._body_left:
+                        self._boundary = base + i
+
+    def _record_ready(self) -> bool:
+        """True when OpenSSL holds decrypted bytes or an undecrypted whole record."""
+        return bool(self._ssl.pending()) or self._boundary > self._fed - self._incoming.pending
+
+    def _mid_record(self) -> bool:
+        """True when part of a record has arrived but not all of it."""
+        return self._fed != self._boundary
 
     async def _flush(self, deadline: float) -> None:
         """Send everything OpenSSL has produced, in order (see "Full duplex")."""
@@ -417,15 +465,18 @@ class TLSStream(AttachedMixin, ByteStream):
         read = self._ssl.read
         while True:
             try:
-                while filled < size:
+                # Only call into OpenSSL when a whole record is there: an SSLWantReadError
+                # costs more than decrypting a small record.
+                while filled < size and self._record_ready():
                     n: int = read(size - filled, view[filled:])  # type: ignore[assignment]
                     if not n:
                         self._set(_RECV_EOF)
                         return filled
                     filled += n
-                return filled
+                if filled == size:
+                    return filled
             except ssl.SSLWantReadError:
-                pass
+                pass  # a record that carried no application data (e.g. a session ticket)
             except ssl.SSLZeroReturnError:
                 self._set(_RECV_EOF)
                 return filled
@@ -441,10 +492,10 @@ class TLSStream(AttachedMixin, ByteStream):
             if not got:
                 self._transport_eof()
                 return filled or (0 if self._flags & _RECV_EOF else None)
-            self._incoming.write(self._scratch[:got])
+            self._feed(got)
 
     def _transport_eof(self) -> None:
-        if self._incoming.pending:
+        if self._mid_record():
             self._recv_error = (ConnectionBroken, "the stream ended in the middle of a TLS record")
         elif self._https_compatible:
             self._set(_RECV_EOF)

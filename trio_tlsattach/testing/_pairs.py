@@ -1,0 +1,100 @@
+"""Connected pairs of transports and of attached layers, for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+import trustme
+
+from .._base import Handle
+from .._tls import TLSClientLayer, TLSServerLayer, TLSStream
+from .._transports import SocketTransport, memory_pair, pipe_pair, socketpair
+
+__all__ = ["TRANSPORT_PAIRS", "attach_both", "tcp_pair", "tls_pair", "unix_pair"]
+
+PairMaker = Callable[[], Awaitable[tuple[Handle, Handle]]]
+
+
+async def tcp_pair(host: str = "127.0.0.1") -> tuple[SocketTransport, SocketTransport]:
+    """Two connected TCP transports over loopback (an ephemeral port, never a fixed one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as listener:
+        listener.bind((host, 0))
+        listener.listen(1)
+        listener.setblocking(False)
+        client = socket.socket(family)
+        client.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # a non-blocking connect is under way
+            client.connect(listener.getsockname()[:2])
+        while True:
+            try:
+                server, _ = listener.accept()
+                break
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(listener)
+        await trio.lowlevel.wait_writable(client)
+    return SocketTransport(client), SocketTransport(server)
+
+
+async def unix_pair(path: str | os.PathLike[str]) -> tuple[SocketTransport, SocketTransport]:
+    """Two transports connected through a Unix socket bound at ``path``."""
+    path = os.fspath(path)
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(path)
+        server, _ = listener.accept()
+    os.unlink(path)
+    await trio.lowlevel.checkpoint()
+    return SocketTransport(client), SocketTransport(server)
+
+
+async def _sync_pair(make: Callable[[], tuple[Any, Any]]) -> tuple[Handle, Handle]:
+    await trio.lowlevel.checkpoint()
+    a, b = make()
+    return a, b
+
+
+TRANSPORT_PAIRS: dict[str, PairMaker] = {
+    "socketpair": lambda: _sync_pair(socketpair),
+    "pipe": lambda: _sync_pair(pipe_pair),
+    "memory": lambda: _sync_pair(memory_pair),
+    "tcp": tcp_pair,
+}
+"""Every transport pair this package offers, by name (unix pairs need a path: unix_pair)."""
+
+
+async def attach_both(
+    a: Any,
+    b: Any,
+    attach_a: Callable[[Any], Awaitable[Any]],
+    attach_b: Callable[[Any], Awaitable[Any]],
+) -> tuple[Any, Any]:
+    """Attach on both ends at once (a handshake needs both) and return both results."""
+    results: dict[str, Any] = {}
+
+    async def run(key: str, attach: Callable[[Any], Awaitable[Any]], stream: Any) -> None:
+        results[key] = await attach(stream)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, "a", attach_a, a)
+        nursery.start_soon(run, "b", attach_b, b)
+    return results["a"], results["b"]
+
+
+async def tls_pair(
+    a: Any, b: Any, ca: trustme.CA, cert: trustme.LeafCert, hostname: str = "localhost"
+) -> tuple[TLSStream, TLSStream]:
+    """TLS client on ``a`` and TLS server on ``b``, handshaken: returns (client, server)."""
+    return await attach_both(
+        a,
+        b,
+        TLSClientLayer(ca, server_hostname=hostname).attach,
+        TLSServerLayer(cert).attach,
+    )

@@ -30,6 +30,7 @@ from ._errors import (
     StackError,
     TLSError,
 )
+from ._listener import TLSListener, serve_tls
 from ._mem import TLS_SIZE, StateBlock, StateBlockPool
 from ._stack import ProtocolStack
 from ._tls import (
@@ -86,6 +87,7 @@ __all__ = [
     "TLSAttribute",
     "TLSClientLayer",
     "TLSError",
+    "TLSListener",
     "TLSServerLayer",
     "TLSStream",
     "TypedAttribute",
@@ -96,6 +98,7 @@ __all__ = [
     "open_tcp",
     "open_unix",
     "pipe_pair",
+    "serve_tls",
     "socketpair",
     "tls_attach_client",
     "tls_attach_client_mem",

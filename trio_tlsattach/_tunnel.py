@@ -1,0 +1,177 @@
+"""Endpoints and the byte pump the ``tlsattach`` tunnel is made of.
+
+Theory of operation
+-------------------
+An endpoint names a byte stream: ``tcp:HOST:PORT``, ``unix:PATH``, ``exec:COMMAND`` (a child
+process's stdin/stdout), ``-`` (our own stdin/stdout), or the built-in ``echo``. ``parse_endpoint``
+is pure and checked on the command line; ``open_endpoint`` makes the transport.
+
+``pump`` copies both directions at once with one reusable buffer per direction
+(``receive_into``: no bytes object per chunk), and propagates half-closes: when one side ends,
+the other gets ``send_eof`` and the copy the other way goes on until it ends too. It returns the
+byte counts, which the connection's log line reports.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from typing import Any, final
+
+import trio
+
+from ._base import ByteStream
+from ._errors import InvalidArgument, NotSupported
+from ._transports import StreamTransport, open_pipe, open_tcp, open_unix
+
+__all__ = ["Endpoint", "open_endpoint", "parse_address", "parse_endpoint", "pump"]
+
+CHUNK = 65536
+
+
+@final
+@dataclass(frozen=True)
+class Endpoint:
+    """A parsed endpoint: ``kind`` is tcp, unix, exec, stdio or echo."""
+
+    kind: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    command: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        if self.kind == "tcp":
+            return f"tcp:{self.host}:{self.port}"
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if self.kind == "exec":
+            return "exec:" + shlex.join(self.command)
+        return "-" if self.kind == "stdio" else self.kind
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:443`` for IPv6) to a (host, port) pair; EINVAL when malformed."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not host:
+        raise InvalidArgument(f"expected HOST:PORT, got {text!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise InvalidArgument(f"port out of range: {port}")
+    return host.strip("[]"), port
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    """Parse ``tcp:HOST:PORT``, ``unix:PATH``, ``exec:COMMAND``, ``-`` or ``echo``.
+
+    >>> parse_endpoint("tcp:localhost:8080")
+    Endpoint(kind='tcp', host='localhost', port=8080, path='', command=())
+    """
+    if text == "-":
+        return Endpoint("stdio")
+    if text == "echo":
+        return Endpoint("echo")
+    kind, sep, rest = text.partition(":")
+    if sep and kind == "tcp":
+        host, port = parse_address(rest)
+        return Endpoint("tcp", host=host, port=port)
+    if sep and kind == "unix" and rest:
+        return Endpoint("unix", path=rest)
+    if sep and kind == "exec":
+        command = tuple(shlex.split(rest))
+        if not command:
+            raise InvalidArgument("exec: needs a command")
+        return Endpoint("exec", command=command)
+    raise InvalidArgument(
+        f"unknown endpoint {text!r}: use tcp:HOST:PORT, unix:PATH, exec:COMMAND, - or echo"
+    )
+
+
+@final
+class _ProcessStream(trio.abc.HalfCloseableStream):
+    """A child process's stdin/stdout as one stream; closing it ends the child."""
+
+    def __init__(self, process: trio.Process) -> None:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        self.process = process
+        self._stdin = process.stdin
+        self._stdout = process.stdout
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stdin.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stdin.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stdin.aclose()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return bytes(await self._stdout.receive_some(max_bytes))
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self._stdin.aclose()
+            await self._stdout.aclose()
+            with trio.move_on_after(2):
+                await self.process.wait()
+            if self.process.returncode is None:
+                self.process.kill()
+                await self.process.wait()
+
+
+async def open_endpoint(endpoint: Endpoint) -> ByteStream:
+    """Open the transport an endpoint names (not ``echo``: that one is served in place)."""
+    if endpoint.kind == "tcp":
+        return await open_tcp(endpoint.host, endpoint.port)
+    if endpoint.kind == "unix":
+        return await open_unix(endpoint.path)
+    if endpoint.kind == "stdio":
+        return open_pipe(os.dup(0), os.dup(1))
+    if endpoint.kind == "exec":
+        process = await trio.lowlevel.open_process(
+            list(endpoint.command), stdin=-1, stdout=-1
+        )  # -1 is subprocess.PIPE
+        return StreamTransport(_ProcessStream(process), "exec")
+    raise NotSupported(f"cannot open endpoint {endpoint}")
+
+
+async def echo(stream: ByteStream) -> tuple[int, int]:
+    """The built-in backend: send back what arrives; returns (bytes in, bytes out)."""
+    buffer = bytearray(CHUNK)
+    total = 0
+    while n := await stream.receive_into(buffer):
+        await stream.send_all(memoryview(buffer)[:n])
+        total += n
+    await stream.send_eof()
+    return total, total
+
+
+async def _copy(source: ByteStream, sink: ByteStream, counts: list[int], index: int) -> None:
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    while n := await source.receive_into(buffer):
+        await sink.send_all(view[:n])
+        counts[index] += n
+    try:
+        await sink.send_eof()
+    except NotSupported:
+        await sink.aclose()
+
+
+async def pump(a: ByteStream, b: ByteStream) -> tuple[int, int]:
+    """Copy a→b and b→a until both directions ended; returns (bytes a→b, bytes b→a)."""
+    counts = [0, 0]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_copy, a, b, counts, 0)
+        nursery.start_soon(_copy, b, a, counts, 1)
+    return counts[0], counts[1]
+
+
+def describe(value: Any) -> str:
+    """A peer address for a log line."""
+    if isinstance(value, tuple) and len(value) >= 2:
+        return f"{value[0]}:{value[1]}"
+    return str(value) if value else "-"

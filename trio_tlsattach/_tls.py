@@ -200,6 +200,13 @@ class TLSStream(AttachedMixin, ByteStream):
             self._bytes_in, self._bytes_out, float(deadline),
         )  # fmt: skip
 
+    def _release(self) -> None:
+        # Our slices of the block count as exports of the caller's buffer: drop them first,
+        # so the owner can resize or reuse it once the layer is closed or detached.
+        self._record_view.release()
+        self._scratch.release()
+        super()._release()
+
     def _set(self, flag: int) -> None:
         self._flags |= flag
         if self._block is not None:

@@ -85,12 +85,18 @@ def _cached(key: object, build: functools.partial[ssl.SSLContext]) -> ssl.SSLCon
     return ctx
 
 
-def _alpn(ctx: ssl.SSLContext, alpn: Sequence[str] | None) -> None:
+def _check_alpn(alpn: Sequence[str] | None) -> tuple[str, ...] | None:
+    """Validate ALPN names once, before anything is cached (a str is not a list of names)."""
     if alpn is None:
-        return
+        return None
     if isinstance(alpn, str | bytes) or not all(isinstance(p, str) and p for p in alpn):
         raise InvalidArgument("alpn must be a list of non-empty protocol names, e.g. ['h2']")
-    ctx.set_alpn_protocols(list(alpn))
+    return tuple(alpn)
+
+
+def _alpn(ctx: ssl.SSLContext, alpn: tuple[str, ...] | None) -> None:
+    if alpn is not None:
+        ctx.set_alpn_protocols(list(alpn))
 
 
 def _build_server(cert: object, key: object, alpn: tuple[str, ...] | None) -> ssl.SSLContext:
@@ -112,11 +118,11 @@ def server_context(
 
     A context passed in is used as it is (``alpn``, when given, is set on it).
     """
-    alpn_key = None if alpn is None else tuple(alpn)
+    alpn_key = _check_alpn(alpn)
     if isinstance(cert, ssl.SSLContext):
         if key is not None:
             raise InvalidArgument("key is only taken with a certificate, not with an SSLContext")
-        _alpn(cert, alpn)
+        _alpn(cert, alpn_key)
         return cert
     if isinstance(cert, trustme.LeafCert):
         return _cached(
@@ -150,9 +156,9 @@ def client_context(
 
     ``None`` trusts the system's CAs; a ``trustme.CA`` or a CA file path trusts that CA only.
     """
-    alpn_key = None if alpn is None else tuple(alpn)
+    alpn_key = _check_alpn(alpn)
     if isinstance(context, ssl.SSLContext):
-        _alpn(context, alpn)
+        _alpn(context, alpn_key)
         return context
 
     def build(trust: Any) -> ssl.SSLContext:

@@ -1,0 +1,151 @@
+"""tls_attach_server_mem and friends: the caller's memory block, pools, and certificate forms."""
+
+import errno
+import mmap
+import struct
+from pathlib import Path
+
+import pytest
+import trio
+import trustme
+
+import trio_tlsattach as ta
+from trio_tlsattach.testing import attach_both
+
+
+async def _pair_with_mem(
+    mem: object, ca: trustme.CA, cert: object, key: object = None
+) -> tuple[ta.TLSStream, ta.TLSStream]:
+    return await attach_both(
+        *ta.socketpair(),
+        lambda s: ta.tls_attach_client(s, context=ca, server_hostname="localhost"),
+        lambda s: ta.tls_attach_server_mem(s, cert, key, mem),  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: bytearray(ta.TLS_SIZE),
+        lambda: mmap.mmap(-1, ta.TLS_SIZE),
+        lambda: memoryview(bytearray(ta.TLS_SIZE * 2))[ta.TLS_SIZE :],
+    ],
+)
+async def test_good_blocks(
+    make: object, tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    mem = make()  # type: ignore[operator]
+    client, server = await _pair_with_mem(mem, tls_ca, tls_server_cert)
+    await client.send_all(b"in your memory")
+    assert await server.receive_some(100) == b"in your memory"
+    # The state record at the front of the block: phase, flags, layer id...
+    phase, flags, layer, *_ = struct.unpack_from("<BBHIQQd", memoryview(mem))
+    assert (phase, layer) == (0, 1)
+    assert flags & 1  # handshake done
+    await client.aclose()
+    await server.aclose()
+
+
+async def test_block_released_after_close_and_detach(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    mem = bytearray(ta.TLS_SIZE)
+    client, server = await _pair_with_mem(mem, tls_ca, tls_server_cert)
+    a, b = ta.socketpair()
+    with pytest.raises(ta.InvalidArgument, match="live layer"):  # in use by a live connection
+        await ta.tls_attach_server_mem(b, tls_server_cert, None, mem)
+    assert b.closed
+    await a.aclose()
+    await server.aclose()
+    await client.aclose()
+    mem.extend(b"x")  # released: the owner may resize it
+    del mem[-1:]
+    client, server = await _pair_with_mem(mem, tls_ca, tls_server_cert)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.detach)
+        raw = await server.detach()
+    mem.extend(b"x")
+    await raw.aclose()
+    assert client.below is not None
+    await client.below.aclose()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [bytearray(ta.TLS_SIZE - 1), b"\0" * ta.TLS_SIZE, memoryview(bytearray(ta.TLS_SIZE * 2))[::2]],
+)
+async def test_bad_blocks_are_einval_and_close(
+    bad: object, tls_server_cert: trustme.LeafCert
+) -> None:
+    a, b = ta.socketpair()
+    with pytest.raises(ta.InvalidArgument) as info:
+        await ta.tls_attach_server_mem(b, tls_server_cert, None, bad)
+    assert info.value.errno == errno.EINVAL
+    assert b.closed
+    await a.aclose()
+
+
+async def test_pool_bounds_connections(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    pool = ta.StateBlockPool(1)
+    layer = ta.TLSServerLayer(tls_server_cert, pool=pool)
+    client_layer = ta.TLSClientLayer(tls_ca, server_hostname="localhost")
+    client, server = await attach_both(*ta.socketpair(), client_layer.attach, layer.attach)
+    assert pool.available == 0
+    a, b = ta.socketpair()
+    with pytest.raises(ta.OutOfStateBlocks) as info:
+        await layer.attach(b)
+    assert info.value.errno == errno.ENOMEM
+    assert b.closed
+    await a.aclose()
+    await server.aclose()
+    assert pool.available == 1
+    await client.aclose()
+
+
+async def test_client_mem_variant(tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert) -> None:
+    mem = bytearray(ta.TLS_SIZE)
+    client, server = await attach_both(
+        *ta.socketpair(),
+        lambda s: ta.tls_attach_client_mem(s, mem, context=tls_ca, server_hostname="localhost"),
+        lambda s: ta.tls_attach_server(s, tls_server_cert, None),
+    )
+    await server.send_all(b"ok")
+    assert await client.receive_some(10) == b"ok"
+    await client.aclose()
+    await server.aclose()
+
+
+async def test_certificate_forms(
+    tmp_path: Path, tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    cert_path = tmp_path / "cert.pem"
+    key_path = tmp_path / "key.pem"
+    both_path = tmp_path / "both.pem"
+    tls_server_cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    tls_server_cert.private_key_pem.write_to_path(str(key_path))
+    tls_server_cert.private_key_and_cert_chain_pem.write_to_path(str(both_path))
+    forms: list[tuple[object, object]] = [
+        (str(cert_path), str(key_path)),  # libdill: certificate file, key file
+        (both_path, None),  # one file holding both, as a Path
+        (tls_server_cert.cert_chain_pems[0].bytes(), tls_server_cert.private_key_pem.bytes()),
+        (tls_server_cert, None),
+    ]
+    for cert, key in forms:
+        client, server = await _pair_with_mem(bytearray(ta.TLS_SIZE), tls_ca, cert, key)
+        assert server.tls_version == "TLSv1.3"
+        await client.aclose()
+        await server.aclose()
+    # Contexts made from files are cached: loading a chain per connection is slow.
+    assert ta.TLSServerLayer(str(cert_path), str(key_path)).context is (
+        ta.TLSServerLayer(str(cert_path), str(key_path)).context
+    )
+
+
+async def test_default_context_is_secure(tls_server_cert: trustme.LeafCert) -> None:
+    layer = ta.TLSServerLayer(tls_server_cert)
+    assert layer.context.minimum_version >= __import__("ssl").TLSVersion.TLSv1_2
+    client_layer = ta.TLSClientLayer(server_hostname="localhost")
+    assert client_layer.context.check_hostname
+    assert client_layer.context.verify_mode == __import__("ssl").CERT_REQUIRED

@@ -159,11 +159,11 @@ async def test_our_client_to_openssl_s_server(
                 "-rev",
                 "-naccept",
                 "1",
-            ],  # fmt: skip
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        )
     )
     with trio.fail_after(20):
         raw = await wait_for_port(port)
@@ -197,11 +197,11 @@ async def test_our_client_to_gnutls_serv(
                 str(certs.key_path),
                 f"--priority=NORMAL:-VERS-ALL:+VERS-TLS{version}",
                 "--alpn=h2",
-            ],  # fmt: skip
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
     )
     with trio.fail_after(20):
         raw = await wait_for_port(port)

@@ -115,6 +115,8 @@ class TLSListener(trio.abc.Listener[TLSStream]):
     ) -> None:
         """Run ``handler(tls)`` for every connection, each in its own task; never returns.
 
+        When cancelled, the transport listener is closed (as ``trio.serve_listeners`` does).
+
         The stream is closed when the handler returns. Errors in the handshake go to
         ``on_error``; errors a handler raises are logged and end only that connection.
         """
@@ -130,10 +132,14 @@ class TLSListener(trio.abc.Listener[TLSStream]):
             finally:
                 await close_shielded(tls)
 
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            while True:
-                nursery.start_soon(one, await self.transport_listener.accept())
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                while True:
+                    nursery.start_soon(one, await self.transport_listener.accept())
+        finally:  # as trio.serve_listeners does: serving ends, the listener is closed
+            with trio.CancelScope(shield=True):
+                await self.transport_listener.aclose()
 
     async def __aenter__(self) -> TLSListener:
         nursery = self._nursery = await self._exit.enter_async_context(trio.open_nursery())
@@ -156,18 +162,20 @@ class TLSListener(trio.abc.Listener[TLSStream]):
 
     async def aclose(self) -> None:
         """Stop accepting, close the transport listener and any finished, unclaimed streams."""
-        nursery_exit = self._exit
-        self._exit = AsyncExitStack()
-        ready, self._ready, self._ready_out = self._ready, None, None
-        with trio.CancelScope(shield=True):
-            await self.transport_listener.aclose()
-        if ready is not None:
-            ready.close()
-        # Cancel the acceptor and in-flight handshakes, then end the nursery.
+        nursery_exit, self._exit = self._exit, AsyncExitStack()
+        ready, ready_out = self._ready, self._ready_out
+        self._ready = self._ready_out = None
+        # First stop the acceptor and in-flight handshakes, then close what they used.
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
             self._nursery = None
         await nursery_exit.aclose()
+        with trio.CancelScope(shield=True):
+            await self.transport_listener.aclose()
+            if ready is not None and ready_out is not None:
+                ready.close()
+                async for unclaimed in ready_out:
+                    await close_shielded(unclaimed)
 
 
 _REMOTE = StackAttribute.remote_address

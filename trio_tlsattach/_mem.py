@@ -40,6 +40,7 @@ import ctypes
 import mmap
 import struct
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Final, final
 
@@ -66,6 +67,11 @@ _live: dict[int, int] = {}
 _live_lock = threading.Lock()
 
 
+def _forget(start: int) -> None:
+    with _live_lock:
+        _live.pop(start, None)
+
+
 def _address_of(view: memoryview) -> int:
     # from_buffer only succeeds on writable buffers; the ctypes object is dropped at once,
     # so it does not keep an extra export alive.
@@ -88,7 +94,7 @@ class StateBlock:
     ``view`` is the leased memory; :meth:`release` gives it back (idempotent).
     """
 
-    __slots__ = ("_claimed", "_on_release", "_start", "size", "view")
+    __slots__ = ("__weakref__", "_claimed", "_finalizer", "_on_release", "_start", "size", "view")
 
     def __init__(
         self,
@@ -130,6 +136,9 @@ class StateBlock:
         self.view: memoryview | None = view
         self.size = size
         self._start = start
+        # A layer dropped without close must not leave its range marked in use forever: once
+        # this lease is garbage, the memory may be freed and its address handed out again.
+        self._finalizer = weakref.finalize(self, _forget, start)
         self._on_release = on_release
         self._claimed = False
 
@@ -167,8 +176,8 @@ class StateBlock:
         view, self.view = self.view, None
         if view is None:
             return
-        with _live_lock:
-            _live.pop(self._start, None)
+        self._finalizer.detach()
+        _forget(self._start)
         view.release()
         if self._on_release is not None:
             self._on_release()

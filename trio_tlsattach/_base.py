@@ -359,6 +359,14 @@ class ByteStream(Handle, trio.abc.HalfCloseableStream):
             return self._take_pushback_into(view)
         return None
 
+    async def _wait_receivable(self, deadline: float) -> bool:
+        """For the owner: wait until ``_receive_nowait`` can make progress.
+
+        Returns False when this stream cannot wait without reading (then use
+        ``_receive_into``); transports over file descriptors return True after waiting.
+        """
+        return False
+
     async def _send_on_close(self, data: bytes) -> None:
         """For the owner: best-effort send of a last word (close_notify, an alert) on close.
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Final
 
 import trio
@@ -73,17 +73,24 @@ def check_deadline(deadline: float) -> float:
     return float(deadline)
 
 
-@contextmanager
-def waiting(deadline: float, what: str = "operation") -> Iterator[None]:
+_NO_DEADLINE: Final = nullcontext()
+
+
+def waiting(deadline: float, what: str = "operation") -> AbstractContextManager[None]:
     """Scope the *waiting* part of an operation by a checked deadline.
 
     ``deadline`` must come from :func:`check_deadline`. A passed deadline (including
     ``IMMEDIATE``) cancels at the first checkpoint inside, so nothing waits; the result is
     :class:`DeadlineExceeded`. Trio's own cancellation from outer scopes passes through untouched.
+    Without a deadline this builds nothing (one shared no-op context): it is on every wait.
     """
     if deadline == math.inf:
-        yield
-        return
+        return _NO_DEADLINE
+    return _fail_at(deadline, what)
+
+
+@contextmanager
+def _fail_at(deadline: float, what: str) -> Iterator[None]:
     try:
         with trio.fail_at(deadline):
             yield

@@ -184,6 +184,7 @@ class TLSStream(AttachedMixin, ByteStream):
         self._session_sink: Callable[[ssl.SSLSession], None] | None = None
         # Record-boundary tracking of the ciphertext handed to OpenSSL (see _feed).
         self._fed = 0
+        self._drained = False  # the last read from below came back short
         self._boundary = 0
         self._body_left = 0
         self._header = bytearray()
@@ -334,9 +335,22 @@ class TLSStream(AttachedMixin, ByteStream):
     # --- moving ciphertext --------------------------------------------------------------------
 
     async def _pull(self, deadline: float, during: str) -> bool:
-        """Wait for ciphertext from below into ``_incoming``; False at the stream's end."""
+        """Wait for ciphertext from below into ``_incoming``; False at the stream's end.
+
+        Waits for readability first, then reads without waiting: a drained socket is not asked
+        twice (each EAGAIN is an exception, the costliest thing on this path).
+        """
+        below = self._below
+        assert isinstance(below, ByteStream)
         try:
-            got = await self._below._receive_into(self._scratch, deadline, False)  # type: ignore[attr-defined]
+            while True:
+                if not await below._wait_receivable(deadline):
+                    got = await below._receive_into(self._scratch, deadline, False)
+                    break
+                maybe = below._receive_nowait(self._scratch)
+                if maybe is not None:
+                    got = maybe
+                    break
         except (trio.Cancelled, DeadlineExceeded):
             if self._mid_record() and during == "receive":
                 self._recv_error = (ConnectionBroken, "a receive was interrupted mid-record")
@@ -346,6 +360,7 @@ class TLSStream(AttachedMixin, ByteStream):
             self._recv_error = (ConnectionBroken, f"the stream below failed: {exc.strerror}")
             self._set(_RECV_BROKEN)
             raise
+        self._drained = got < len(self._scratch)
         if got:
             self._feed(got)
         return bool(got)
@@ -496,9 +511,13 @@ class TLSStream(AttachedMixin, ByteStream):
                 if filled:
                     return filled
                 raise TLSError.from_ssl(exc, "receive failed") from exc
+            if self._drained:  # the last read was short: the socket is empty, do not ask again
+                return filled or None
             got = self._below._receive_nowait(self._scratch)  # type: ignore[attr-defined]
             if got is None:
+                self._drained = True
                 return filled or None
+            self._drained = got < len(self._scratch)
             if not got:
                 self._transport_eof()
                 return filled or (0 if self._flags & _RECV_EOF else None)

@@ -205,6 +205,12 @@ class FdTransport(ByteStream):
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return data
 
+    async def _wait_receivable(self, deadline: float) -> bool:
+        if not self._pushback:
+            with waiting(deadline, "receive"):
+                await self._wait_readable()
+        return True
+
     async def _wait_readable(self) -> None:
         try:
             await trio.lowlevel.wait_readable(self._read_waitable)

@@ -30,9 +30,19 @@ from ._errors import (
     StackError,
     TLSError,
 )
+from ._framing import FramedStream, mrecv, msend
 from ._listener import TLSListener, serve_tls
 from ._mem import TLS_SIZE, StateBlock, StateBlockPool
+from ._prefix import (
+    PREFIX_BIG_ENDIAN,
+    PREFIX_LITTLE_ENDIAN,
+    PrefixLayer,
+    prefix_attach,
+    prefix_detach,
+)
 from ._stack import ProtocolStack
+from ._suffix import CRLFLayer, SuffixLayer, suffix_attach, suffix_detach
+from ._term import TermLayer, TermStream, term_attach, term_detach, term_done
 from ._tls import (
     TLSClientLayer,
     TLSServerLayer,
@@ -60,11 +70,15 @@ from ._transports import (
 __all__ = [
     "FOREVER",
     "IMMEDIATE",
+    "PREFIX_BIG_ENDIAN",
+    "PREFIX_LITTLE_ENDIAN",
     "TLS_SIZE",
     "BadHandle",
     "ByteStream",
+    "CRLFLayer",
     "ConnectionBroken",
     "DeadlineExceeded",
+    "FramedStream",
     "Handle",
     "InvalidArgument",
     "InvalidArgumentType",
@@ -75,6 +89,7 @@ __all__ = [
     "NotSupported",
     "OutOfStateBlocks",
     "PipeTransport",
+    "PrefixLayer",
     "ProtocolMismatch",
     "ProtocolStack",
     "SendAfterDone",
@@ -84,22 +99,34 @@ __all__ = [
     "StateBlock",
     "StateBlockPool",
     "StreamTransport",
+    "SuffixLayer",
     "TLSAttribute",
     "TLSClientLayer",
     "TLSError",
     "TLSListener",
     "TLSServerLayer",
     "TLSStream",
+    "TermLayer",
+    "TermStream",
     "TypedAttribute",
     "after",
     "memory_pair",
+    "mrecv",
+    "msend",
     "now",
     "open_pipe",
     "open_tcp",
     "open_unix",
     "pipe_pair",
+    "prefix_attach",
+    "prefix_detach",
     "serve_tls",
     "socketpair",
+    "suffix_attach",
+    "suffix_detach",
+    "term_attach",
+    "term_detach",
+    "term_done",
     "tls_attach_client",
     "tls_attach_client_mem",
     "tls_attach_server",

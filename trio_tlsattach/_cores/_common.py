@@ -33,7 +33,7 @@ import enum
 from collections.abc import Mapping
 from typing import Final, Generic, TypeVar, final
 
-from .._errors import ConnectionBroken, InvalidArgument
+from .._errors import ConnectionBroken, InvalidArgument, InvalidArgumentType
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -85,9 +85,12 @@ END_OF_STREAM: Final = EndOfStream.END_OF_STREAM
 
 
 def check_int(value: object, name: str, low: int, high: int | None = None) -> int:
-    """Return ``value`` if it is an ``int`` (not a ``bool``) in ``[low, high]``, else EINVAL."""
+    """Return ``value`` if it is an ``int`` (not a ``bool``) in ``[low, high]``, else EINVAL.
+
+    A wrong type is :class:`InvalidArgumentType` (EINVAL, and also a ``TypeError``).
+    """
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"{name} must be an int, not {type(value).__name__}")
+        raise InvalidArgumentType(f"{name} must be an int, not {type(value).__name__}")
     if value < low or (high is not None and value > high):
         bounds = f"{low}..{high}" if high is not None else f">= {low}"
         raise InvalidArgument(f"{name} must be {bounds}, not {value}")
@@ -97,7 +100,7 @@ def check_int(value: object, name: str, low: int, high: int | None = None) -> in
 def check_bytes_like(value: object, name: str) -> BytesLike:
     """Return ``value`` if it is ``bytes``, ``bytearray`` or ``memoryview``, else EINVAL."""
     if not isinstance(value, bytes | bytearray | memoryview):
-        raise InvalidArgument(f"{name} must be bytes-like, not {type(value).__name__}")
+        raise InvalidArgumentType(f"{name} must be bytes-like, not {type(value).__name__}")
     return value
 
 

@@ -1,0 +1,175 @@
+"""The prefix layer: contract, wire format, limits, and libdill's facade."""
+
+import errno
+
+import pytest
+import trio
+import trio.testing
+
+import trio_tlsattach as ta
+from trio_tlsattach.testing import TRANSPORT_PAIRS, attach_both, check_layer
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORT_PAIRS))
+async def test_check_layer(transport: str) -> None:
+    async def attach_pair(a: object, b: object) -> tuple[object, object]:
+        layer = ta.PrefixLayer(4)
+        return await attach_both(a, b, layer.attach, layer.attach)
+
+    await check_layer(attach_pair, transport_pair=transport)  # type: ignore[arg-type]
+
+
+async def test_wire_format_little_endian_3() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(3, big_endian=False).attach(a)
+    await msgs.send_message(b"First")
+    assert await b.receive_some(100) == b"\x05\x00\x00First"
+    await b.send_all(b"\x06\x00\x00Second\x00\x00\x00")
+    assert await msgs.receive_message() == b"Second"
+    assert await msgs.receive_message() == b""  # an empty message is a message
+    await msgs.aclose()
+    await b.aclose()
+
+
+async def test_libdill_facade_flags() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.prefix_attach(a, 2, ta.PREFIX_LITTLE_ENDIAN)
+    await ta.msend(msgs, b"ab")
+    assert await b.receive_some(100) == b"\x02\x00ab"
+    await b.send_all(b"\x01\x00z")
+    assert await ta.mrecv(msgs) == b"z"
+    raw = await ta.prefix_detach(msgs)
+    assert raw is a
+    with pytest.raises(ta.NotSupported):
+        await ta.prefix_detach(a)  # type: ignore[arg-type]
+    with pytest.raises(ta.NotSupported):
+        await ta.msend(a, b"x")  # type: ignore[arg-type]
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_oversized_message_is_skipped() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(4, max_size=10).attach(a)
+    await b.send_all(b"\x00\x00\x00\x14" + b"x" * 20 + b"\x00\x00\x00\x02ok")
+    with pytest.raises(ta.MessageTooLarge) as info:
+        await msgs.receive_message()
+    assert info.value.errno == errno.EMSGSIZE
+    assert await msgs.receive_message() == b"ok"
+    await msgs.aclose()
+    await b.aclose()
+
+
+async def test_message_too_long_for_the_header_is_refused_before_sending() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(1).attach(a)
+    with pytest.raises(ta.MessageTooLarge):
+        await msgs.send_message(b"x" * 256)
+    await msgs.send_message(b"y" * 255)  # nothing was sent before: the stream is intact
+    got = b""
+    while len(got) < 256:
+        got += await b.receive_some()
+    assert got == b"\xff" + b"y" * 255
+    with pytest.raises(TypeError):
+        await msgs.send_message("text")  # type: ignore[arg-type]
+    await msgs.aclose()
+    await b.aclose()
+
+
+@pytest.mark.parametrize("bad", [0, 9, True, "4", -1])
+def test_bad_header_lengths_are_einval(bad: object) -> None:
+    with pytest.raises(ta.InvalidArgument) as info:
+        ta.PrefixLayer(bad)  # type: ignore[arg-type]
+    assert info.value.errno == errno.EINVAL
+
+
+async def test_eof_mid_message_is_connection_broken() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(4).attach(a)
+    await b.send_all(b"\x00\x00\x00\x10only part")
+    await b.send_eof()
+    with pytest.raises(ta.ConnectionBroken) as info:
+        await msgs.receive_message()
+    assert info.value.errno == errno.ECONNRESET
+    await msgs.aclose()
+    await b.aclose()
+
+
+async def test_clean_eof_and_iteration() -> None:
+    a, b = ta.socketpair()
+    x, y = await attach_both(a, b, ta.PrefixLayer(2).attach, ta.PrefixLayer(2).attach)
+    for m in (b"one", b"two", b"three"):
+        await x.send_message(m)
+    await x.send_eof()
+    with pytest.raises(ta.SendAfterDone):
+        await x.send_message(b"late")
+    assert [m async for m in y] == [b"one", b"two", b"three"]
+    await x.aclose()
+    await y.aclose()
+
+
+async def test_receive_deadline_then_usable(autojump_clock: trio.testing.MockClock) -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(4).attach(a)
+    await b.send_all(b"\x00\x00\x00\x05he")  # a partial message: it is kept, not lost
+    start = trio.current_time()
+    with pytest.raises(ta.DeadlineExceeded) as info:
+        await msgs.receive_message(ta.after(2))
+    assert info.value.errno == errno.ETIMEDOUT
+    assert trio.current_time() - start == pytest.approx(2)
+    await b.send_all(b"llo")
+    assert await msgs.receive_message() == b"hello"
+    await msgs.aclose()
+    await b.aclose()
+
+
+async def test_detach_pushes_back_bytes_read_past_the_last_message() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(1).attach(a)
+    await b.send_all(b"\x02hiRAW BYTES")
+    await trio.testing.wait_all_tasks_blocked()
+    assert await msgs.receive_message() == b"hi"
+    msgs.unread_message(b"again")
+    raw = await msgs.detach()
+    got = b""
+    while len(got) < len(b"\x05againRAW BYTES"):
+        got += await raw.receive_some()
+    assert got == b"\x05againRAW BYTES"
+    await raw.aclose()
+    await b.aclose()
+
+
+async def test_detach_while_skipping_is_refused_and_closes() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(4, max_size=4).attach(a)
+    await b.send_all(b"\x00\x00\x01\x00" + b"x" * 10)
+    with pytest.raises(ta.MessageTooLarge):
+        await msgs.receive_message()
+    with pytest.raises(ta.ConnectionBroken):
+        await msgs.detach()
+    assert a.closed
+    await b.aclose()
+
+
+async def test_old_handle_and_concurrent_senders() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(4).attach(a)
+    with pytest.raises(ta.BadHandle):
+        await a.send_all(b"x")
+    with pytest.RaisesGroup(trio.BusyResourceError):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(msgs.send_message, b"x" * 20_000_000)
+            await trio.testing.wait_all_tasks_blocked()
+            await msgs.send_message(b"y")
+    await msgs.aclose()
+    await b.aclose()
+
+
+async def test_prefix_on_prefix_is_protocol_mismatch() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(4).attach(a)
+    with pytest.raises(ta.ProtocolMismatch) as info:
+        await ta.PrefixLayer(4).attach(msgs)
+    assert info.value.errno == errno.EPROTO
+    assert msgs.closed
+    await b.aclose()

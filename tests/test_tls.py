@@ -373,3 +373,20 @@ async def test_aclose_sends_close_notify_and_closes_below(
     assert a.closed
     assert await server.receive_some(10) == b""  # a clean close, not ECONNRESET
     await server.aclose()
+
+
+async def test_session_cached_when_the_client_closes_right_after_the_handshake(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """The TLS 1.3 ticket arrives after the handshake; closing must still pick it up."""
+    client_layer = ta.TLSClientLayer(tls_ca, server_hostname="localhost")
+    server_layer = ta.TLSServerLayer(tls_server_cert)
+    reused = []
+    for _ in range(3):
+        client, server = await attach_both(
+            *ta.socketpair(), client_layer.attach, server_layer.attach
+        )
+        reused.append(client.session_reused)
+        await client.aclose()
+        await server.aclose()
+    assert reused == [False, True, True]

@@ -722,6 +722,7 @@ class TLSStream(AttachedMixin, ByteStream):
         if self._session_sink is None:
             return
         if self._recv_error is None and not self._ssl.session_reused:
+            self._drained = False  # the ticket may have arrived since the last read: look
             with contextlib.suppress(StackError, ssl.SSLError), memoryview(bytearray(4096)) as view:
                 for _ in range(8):
                     if not self._fill(view):

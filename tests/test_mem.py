@@ -100,3 +100,30 @@ def test_bad_pool_arguments(count: object, size: object) -> None:
 
 def test_tls_size_is_documented_and_large_enough() -> None:
     assert ta.TLS_SIZE >= HEADER_SIZE + 4 * (16384 + 256)
+
+
+def test_a_dropped_lease_does_not_pin_its_range() -> None:
+    import gc
+
+    arena = bytearray(SIZE * 4)
+    block = StateBlock.claim(memoryview(arena)[SIZE:], SIZE)
+    del block  # never released: a layer dropped without close
+    gc.collect()
+    again = StateBlock.claim(memoryview(arena)[SIZE:], SIZE)
+    neighbour = StateBlock.claim(memoryview(arena)[2 * SIZE :], SIZE)
+    with pytest.raises(ta.InvalidArgument):
+        StateBlock.claim(memoryview(arena)[SIZE + 1 :], SIZE)
+    again.release()
+    neighbour.release()
+
+
+def test_many_live_blocks_are_checked_by_their_neighbours() -> None:
+    pool = ta.StateBlockPool(3000, HEADER_SIZE)
+    blocks = [pool.acquire() for _ in range(3000)]
+    for block in blocks[::2]:
+        block.release()
+    again = [pool.acquire() for _ in range(1500)]
+    assert pool.available == 0
+    for block in blocks[1::2] + again:
+        block.release()
+    assert pool.available == 3000

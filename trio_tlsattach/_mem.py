@@ -36,6 +36,7 @@ when every block is leased: that is the admission control a server wants.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import mmap
 import struct
@@ -61,15 +62,52 @@ STATE_RECORD: Final = struct.Struct("<BBHIQQd")
 """The fixed-layout part of the state record (phase, flags, kind, reserved, bytes_in,
 bytes_out, deadline)."""
 
-# Address ranges [start, end) of live leases. A lock, because thread-pool code paths
-# (Trio's run_sync) may build layers too; the critical sections are tiny.
-_live: dict[int, int] = {}
+# Live leases by start address, and their starts in order. Values are weak: a layer dropped
+# without close must not leave its range marked in use once its memory may be reused; stale
+# starts are swept lazily. Live ranges never overlap, so sorted by start they are sorted by end
+# too, and an overlap test needs only the two neighbours (O(log n) with thousands of
+# connections). A lock, because thread-pool code (Trio's run_sync) may build layers too.
+_live: weakref.WeakValueDictionary[int, StateBlock] = weakref.WeakValueDictionary()
+_starts: list[int] = []
 _live_lock = threading.Lock()
+
+
+def _live_neighbour(index: int) -> StateBlock | None:
+    """The lease starting at ``_starts[index]``, sweeping dead entries at that index."""
+    while 0 <= index < len(_starts):
+        block = _live.get(_starts[index])
+        if block is not None:
+            return block
+        del _starts[index]
+    return None
+
+
+def _register(block: StateBlock) -> bool:
+    """Record ``block``'s range; False (nothing recorded) when it overlaps a live one."""
+    start, end = block._start, block._start + block.size
+    with _live_lock:
+        index = bisect.bisect_left(_starts, start)
+        after = _live_neighbour(index)
+        if after is not None and after._start < end:
+            return False
+        while index > 0:
+            before = _live_neighbour(index - 1)
+            if before is not None:
+                if before._start + before.size > start:
+                    return False
+                break
+            index -= 1
+        _live[start] = block
+        bisect.insort(_starts, start)
+        return True
 
 
 def _forget(start: int) -> None:
     with _live_lock:
         _live.pop(start, None)
+        index = bisect.bisect_left(_starts, start)
+        if index < len(_starts) and _starts[index] == start:
+            del _starts[index]
 
 
 def _address_of(view: memoryview) -> int:
@@ -94,7 +132,7 @@ class StateBlock:
     ``view`` is the leased memory; :meth:`release` gives it back (idempotent).
     """
 
-    __slots__ = ("__weakref__", "_claimed", "_finalizer", "_on_release", "_start", "size", "view")
+    __slots__ = ("__weakref__", "_claimed", "_on_release", "_start", "size", "view")
 
     def __init__(
         self,
@@ -126,19 +164,13 @@ class StateBlock:
         view = flat[:size]
         flat.release()
         base.release()
-        start = _address_of(view)
-        with _live_lock:
-            for other_start, other_end in _live.items():
-                if start < other_end and other_start < start + size:
-                    view.release()
-                    raise InvalidArgument("mem overlaps a block that a live layer still uses")
-            _live[start] = start + size
         self.view: memoryview | None = view
         self.size = size
-        self._start = start
-        # A layer dropped without close must not leave its range marked in use forever: once
-        # this lease is garbage, the memory may be freed and its address handed out again.
-        self._finalizer = weakref.finalize(self, _forget, start)
+        self._start = _address_of(view)
+        if not _register(self):
+            self.view = None
+            view.release()
+            raise InvalidArgument("mem overlaps a block that a live layer still uses")
         self._on_release = on_release
         self._claimed = False
 
@@ -176,7 +208,6 @@ class StateBlock:
         view, self.view = self.view, None
         if view is None:
             return
-        self._finalizer.detach()
         _forget(self._start)
         view.release()
         if self._on_release is not None:

@@ -32,8 +32,9 @@ import errno
 import os
 import socket
 from abc import abstractmethod
-from collections.abc import Mapping
-from typing import Any, Final, final
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any, Final, TypeVar, final
 
 import trio
 import trio.testing
@@ -76,6 +77,7 @@ __all__ = [
 ]
 
 DEFAULT_RECEIVE_SIZE: Final = 65536
+T = TypeVar("T")
 
 _BROKEN_ERRNOS: Final = frozenset(
     {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT, errno.ENOTCONN}
@@ -134,23 +136,21 @@ class FdTransport(ByteStream):
 
     # --- receive ------------------------------------------------------------------------------
 
-    async def _receive_into(
-        self, buffer: Any, deadline: float = FOREVER, checkpoint: bool = True
-    ) -> int:
-        view = as_writable_view(buffer)
-        if not view:
-            raise InvalidArgument("receive_into needs a buffer of at least one byte")
+    async def _receive(
+        self, attempt: Callable[[], T], pushback: Callable[[], T], deadline: float, checkpoint: bool
+    ) -> T:
+        """The one receive loop: pushed-back bytes, else try now, else wait and try again."""
         checked = check_deadline(deadline)
         with self._receive_conflict:
             if checkpoint:
                 await trio.lowlevel.checkpoint_if_cancelled()
             waited = False
             if self._pushback:
-                n = self._take_pushback_into(view)
+                result = pushback()
             else:
                 while True:
                     try:
-                        n = self._recv_into_now(view)
+                        result = attempt()
                         break
                     except BlockingIOError:
                         waited = True
@@ -160,7 +160,20 @@ class FdTransport(ByteStream):
                         raise translate_os_error(exc, "receive") from exc
             if checkpoint and not waited:
                 await trio.lowlevel.cancel_shielded_checkpoint()
-            return n
+            return result
+
+    async def _receive_into(
+        self, buffer: Any, deadline: float = FOREVER, checkpoint: bool = True
+    ) -> int:
+        view = as_writable_view(buffer)
+        if not view:
+            raise InvalidArgument("receive_into needs a buffer of at least one byte")
+        return await self._receive(
+            partial(self._recv_into_now, view),
+            partial(self._take_pushback_into, view),
+            deadline,
+            checkpoint,
+        )
 
     def _receive_nowait(self, view: memoryview) -> int | None:
         if self._pushback:
@@ -184,26 +197,9 @@ class FdTransport(ByteStream):
 
     async def _receive_some(self, max_bytes: int | None = None, deadline: float = FOREVER) -> bytes:
         size = check_max_bytes(max_bytes, DEFAULT_RECEIVE_SIZE)
-        checked = check_deadline(deadline)
-        with self._receive_conflict:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            waited = False
-            if self._pushback:
-                data = self._take_pushback(size)
-            else:
-                while True:
-                    try:
-                        data = self._recv_now(size)
-                        break
-                    except BlockingIOError:
-                        waited = True
-                        with waiting(checked, "receive"):
-                            await self._wait_readable()
-                    except OSError as exc:
-                        raise translate_os_error(exc, "receive") from exc
-            if not waited:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
+        return await self._receive(
+            partial(self._recv_now, size), partial(self._take_pushback, size), deadline, True
+        )
 
     async def _wait_receivable(self, deadline: float) -> bool:
         if not self._pushback:

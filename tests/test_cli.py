@@ -159,3 +159,17 @@ def test_bad_arguments_exit_nonzero() -> None:
     )
     assert result.returncode != 0
     assert b"HOST:PORT" in result.stderr
+
+
+def test_workers_share_the_port(serve: list[Serve]) -> None:
+    server = Serve("--workers", "2")
+    serve.append(server)
+    for n in range(4):
+        result = subprocess.run(
+            [*CLI, "connect", f"tcp:127.0.0.1:{server.port}", "--servername", "localhost",
+             "--ca", server.ca],
+            input=f"worker test {n}\n".encode(), capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert result.stdout == f"worker test {n}\n".encode(), result.stderr
+    log = server.stop()  # the parent stops its workers too
+    assert "starting 1 more worker processes" in log

@@ -23,6 +23,7 @@ import argparse
 import logging
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--alpn", nargs="*", help="ALPN protocols to offer")
     serve.add_argument("--handshake-timeout", type=float, default=10.0)
     serve.add_argument("--max-connections", type=int, help="bound live connections")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     connect = sub.add_parser("connect", help="originate TLS to a server")
     connect.add_argument("endpoint", help="the TLS server: tcp:HOST:PORT or unix:PATH")
@@ -74,16 +79,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _self_signed() -> tuple[trustme.LeafCert, str]:
+def _self_signed() -> tuple[str, str]:
+    """A localhost certificate made in memory; returns (cert+key PEM path, CA PEM path)."""
     ca = trustme.CA()
     leaf = ca.issue_cert("localhost", "127.0.0.1", "::1")
     directory = tempfile.mkdtemp(prefix="tlsattach-")
     ca_path = os.path.join(directory, "ca.pem")
+    leaf_path = os.path.join(directory, "server.pem")  # workers load the same certificate
     ca.cert_pem.write_to_path(ca_path)
-    return leaf, ca_path
+    leaf.private_key_and_cert_chain_pem.write_to_path(leaf_path)
+    return leaf_path, ca_path
 
 
-async def _open_listener(address: str) -> tuple[trio.abc.Listener[Any], str]:
+async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:
+    """A TCP listener with SO_REUSEPORT, so worker processes can share its port."""
+    info = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+    family, kind, proto, _, address = info[0]
+    sock = trio.socket.socket(family, kind, proto)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+    await sock.bind(address)
+    sock.listen()
+    return trio.SocketListener(sock)
+
+
+async def _open_listener(
+    address: str, reuse_port: bool = False
+) -> tuple[trio.abc.Listener[Any], str]:
     if address.startswith("unix:"):
         path = address[5:]
         sock = trio.socket.socket(trio.socket.AF_UNIX)
@@ -91,9 +113,11 @@ async def _open_listener(address: str) -> tuple[trio.abc.Listener[Any], str]:
         sock.listen()
         return trio.SocketListener(sock), f"unix:{path}"
     host, port = parse_address(address)
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = listeners[0].socket.getsockname()
-    return listeners[0], f"{describe(bound)}"
+    if reuse_port:
+        listener = await _reuse_port_listener(host, port)
+    else:
+        listener = (await trio.open_tcp_listeners(port, host=host))[0]
+    return listener, describe(listener.socket.getsockname())
 
 
 def _connection_line(tls: TLSStream, started: float, counts: tuple[int, int], how: str) -> str:
@@ -107,13 +131,12 @@ def _connection_line(tls: TLSStream, started: float, counts: tuple[int, int], ho
 
 async def _serve(args: argparse.Namespace) -> int:
     ca_path = None
-    if args.cert:
-        layer = TLSServerLayer(args.cert, args.key, alpn=args.alpn)
-    else:
-        leaf, ca_path = _self_signed()
-        layer = TLSServerLayer(leaf, alpn=args.alpn)
+    if not args.cert:
+        args.cert, ca_path = _self_signed()
+    layer = TLSServerLayer(args.cert, args.key, alpn=args.alpn)
     backend = parse_endpoint(args.backend)
-    raw, bound = await _open_listener(args.listen)
+    workers = args.workers > 1 and not args.listen.startswith("unix:")
+    raw, bound = await _open_listener(args.listen, reuse_port=workers or args.reuse_port)
     pool = StateBlockPool(args.max_connections) if args.max_connections else None
     listener = TLSListener(raw, layer, handshake_deadline=args.handshake_timeout, pool=pool)
 
@@ -142,8 +165,33 @@ async def _serve(args: argparse.Namespace) -> int:
         finally:
             log.info("%s", _connection_line(tls, started, counts, how))
 
-    await _until_signal(listener.serve, handle)
+    children = await _start_workers(args, bound) if workers else []
+    try:
+        await _until_signal(listener.serve, handle)
+    finally:
+        with trio.CancelScope(shield=True):
+            for child in children:
+                child.terminate()
+                await child.wait()
     return 0
+
+
+async def _start_workers(args: argparse.Namespace, bound: str) -> list[trio.Process]:
+    """``--workers N``: N-1 more processes serving the same port (the kernel spreads accepts)."""
+    command = [sys.executable, "-m", "trio_tlsattach", "serve", "--listen", bound, "--reuse-port",
+               "--cert", args.cert, "--backend", args.backend,
+               "--handshake-timeout", str(args.handshake_timeout)]  # fmt: skip
+    if args.key:
+        command += ["--key", args.key]
+    if args.alpn:
+        command += ["--alpn", *args.alpn]
+    if args.max_connections:
+        command += ["--max-connections", str(args.max_connections)]
+    log.info("starting %d more worker processes on %s", args.workers - 1, bound)
+    return [
+        await trio.lowlevel.open_process(command, stdout=subprocess.DEVNULL)
+        for _ in range(args.workers - 1)
+    ]
 
 
 async def _until_signal(serve: Any, handler: Any) -> None:

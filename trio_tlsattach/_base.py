@@ -149,9 +149,15 @@ class Handle:
     """
 
     kind: ClassVar[Kind]
-    _below: Handle | None = None
+    # Slots all the way down (Trio's ABCs have them too): a server holds thousands of these.
+    # ``_block`` is an attached layer's state block; it lives here because two bases of a
+    # layer's stream (AttachedMixin and ByteStream) cannot both add slots.
+    __slots__ = ("__weakref__", "_below", "_block", "_owner", "_phase")
+    _below: Handle | None
 
     def __init__(self) -> None:
+        self._below = None
+        self._block: StateBlock | None = None
         self._owner: Handle | None = None
         self._phase = Phase.OPEN
 
@@ -286,6 +292,7 @@ class ByteStream(Handle, trio.abc.HalfCloseableStream):
     """
 
     kind = Kind.BYTES
+    __slots__ = ("_pushback",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -429,6 +436,7 @@ class MessageStream(Handle):
     """
 
     kind = Kind.MESSAGES
+    __slots__ = ("_pushback_messages",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -486,8 +494,8 @@ class AttachedMixin(Handle):
     :meth:`_release`.
     """
 
+    __slots__ = ()
     _below: Handle
-    _block: StateBlock | None = None
 
     def _bind(self, below: Handle, block: StateBlock | None = None) -> None:
         """Take ownership of ``below`` (called once, in the layer's ``attach``)."""

@@ -129,6 +129,14 @@ class TLSStream(AttachedMixin, ByteStream):
         tls = await TLSServerLayer("cert.pem", "key.pem").attach(tcp, deadline=after(10))
     """
 
+    __slots__ = (
+        "_body_left", "_boundary", "_bytes_in", "_bytes_out", "_context", "_drained", "_fed",
+        "_flags", "_handshake_lock", "_header", "_https_compatible", "_incoming", "_outgoing",
+        "_receive_buffer", "_receive_conflict", "_record_view", "_recv_error", "_scratch",
+        "_send_conflict", "_send_error", "_server_side", "_session_sink", "_ssl", "_wire_lock",
+        "unread_data",
+    )  # fmt: skip
+
     def __init__(
         self,
         transport_stream: Any,
@@ -174,7 +182,7 @@ class TLSStream(AttachedMixin, ByteStream):
         self._bytes_out = 0
         self._recv_error: tuple[type[StackError], str] | None = None
         self._send_error: str | None = None
-        self._handshake_lock = trio.Lock()
+        self._handshake_lock: trio.Lock | None = trio.Lock()  # dropped once handshaken
         self._wire_lock = trio.Lock()
         self._send_conflict = ConflictDetector("another task is already sending on this stream")
         self._receive_conflict = ConflictDetector(
@@ -306,7 +314,10 @@ class TLSStream(AttachedMixin, ByteStream):
         await self._handshake(checked)
 
     async def _handshake(self, deadline: float) -> None:
-        async with self._handshake_lock:
+        lock = self._handshake_lock
+        if lock is None:
+            return
+        async with lock:
             while not self._flags & _HANDSHOOK:
                 try:
                     self._ssl.do_handshake()
@@ -320,6 +331,7 @@ class TLSStream(AttachedMixin, ByteStream):
                 await self._flush(deadline)
                 if done:
                     self._set(_HANDSHOOK)
+                    self._handshake_lock = None  # tasks waiting on it hold their own reference
                     if self._ssl.version() != "TLSv1.3":  # 1.3 tickets come later
                         self._keep_session()
                     break

@@ -11,6 +11,7 @@ import trio.testing
 import trustme
 
 import trio_tlsattach as ta
+from trio_tlsattach._tls import _SEND_BROKEN as SEND_BROKEN
 
 
 def fd_count() -> int:
@@ -148,7 +149,7 @@ async def test_close_without_close_notify_and_reset_mid_record(
             await raw._send_all(record[:2000], ta.FOREVER)
             if reset:
                 raw.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-            tls._set(4)  # as if our send side broke: close without close_notify
+            tls._set(SEND_BROKEN)  # as if our send side broke: close without close_notify
             await tls.aclose()
             await good_client(server.port, tls_ca)
         nursery.cancel_scope.cancel()
@@ -248,3 +249,26 @@ async def test_2000_concurrent_handshakes_with_a_small_pool(
     assert outcomes["ok"] + outcomes["refused"] == 2000
     assert 0 < outcomes["ok"] <= 500 + 1
     assert outcomes["refused"] >= 1500 - 1
+
+
+async def test_a_peer_gone_before_the_handshake_does_not_end_serve(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """getpeername fails on a connection the peer already reset; serve must carry on."""
+    raw_listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = raw_listener.socket.getsockname()[1]
+    errors: list[BaseException] = []
+    listener = ta.TLSListener(
+        raw_listener, ta.TLSServerLayer(tls_server_cert), on_error=lambda e, p: errors.append(e)
+    )
+    gone = socket.create_connection(("127.0.0.1", port))
+    gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+    gone.close()  # RST before the server even accepts
+    async with trio.open_nursery() as nursery:
+        await nursery.start(listener.serve, lambda tls: tls.send_all(b"hi"))
+        raw = await ta.open_tcp("127.0.0.1", port)
+        tls = await ta.TLSClientLayer(tls_ca, server_hostname="localhost").attach(raw)
+        async with tls:
+            assert await tls.receive_some(10) == b"hi"
+        nursery.cancel_scope.cancel()
+    assert errors  # the reset connection was reported, not raised

@@ -9,6 +9,7 @@ import trio.testing
 import trustme
 
 import trio_tlsattach as ta
+from trio_tlsattach._tls import _SEND_BROKEN as SEND_BROKEN
 from trio_tlsattach.testing import TRANSPORT_PAIRS, attach_both, check_layer, tls_pair
 
 
@@ -147,7 +148,7 @@ async def test_detach_with_raw_bytes_in_the_same_segment(
     # Queue the server's close_notify, then send it and raw bytes in one system call.
     server._start_shutdown()
     segment = server._outgoing.read() + b"RAW AFTER TLS"
-    server._set(4)  # the send side is ours now; do not let the layer send again
+    server._set(SEND_BROKEN)  # the send side is ours now; do not let the layer send again
     await server._below._send_all(segment, ta.FOREVER)  # type: ignore[attr-defined]
     tcp = await ta.tls_detach(client)
     assert tcp is a

@@ -10,6 +10,7 @@ import trio.testing
 import trustme
 
 import trio_tlsattach as ta
+from trio_tlsattach._tls import _SEND_BROKEN as SEND_BROKEN
 from trio_tlsattach.testing import attach_both, tls_pair
 
 
@@ -135,7 +136,7 @@ async def test_eof_without_close_notify_mid_stream(
     a, b = ta.socketpair()
     client, server = await tls_pair(a, b, tls_ca, tls_server_cert)
     await client.send_all(b"data")
-    client._set(4)  # pretend the send side broke, so close sends no close_notify
+    client._set(SEND_BROKEN)  # pretend the send side broke, so close sends no close_notify
     await client.aclose()
     assert await server.receive_some(100) == b"data"
     for _ in range(2):  # sticky

@@ -23,6 +23,7 @@ import argparse
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -209,8 +210,6 @@ async def _connect(args: argparse.Namespace) -> int:
     if endpoint.kind not in ("tcp", "unix"):
         print("connect needs a tcp: or unix: endpoint", file=sys.stderr)
         return 2
-    import ssl
-
     context = ssl.create_default_context(cafile=args.ca)
     if args.insecure:
         context.check_hostname = False

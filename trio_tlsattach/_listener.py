@@ -80,7 +80,10 @@ class TLSListener(trio.abc.Listener[TLSStream]):
     async def _handshake(self, raw: Any) -> TLSStream | None:
         """Handshake one raw connection; None (after on_error) when it did not work out."""
         stream = wrap_stream(raw)
-        peer = stream.extra_attributes.get(_REMOTE, lambda: None)()
+        try:
+            peer = stream.extra(StackAttribute.remote_address, None)
+        except OSError:  # already reset by the peer: getpeername fails
+            peer = None
         try:
             mem = self.pool.acquire() if self.pool is not None else None
         except OutOfStateBlocks as exc:
@@ -176,9 +179,6 @@ class TLSListener(trio.abc.Listener[TLSStream]):
                 ready.close()
                 async for unclaimed in ready_out:
                     await close_shielded(unclaimed)
-
-
-_REMOTE = StackAttribute.remote_address
 
 
 async def serve_tls(

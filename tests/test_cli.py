@@ -173,3 +173,17 @@ def test_workers_share_the_port(serve: list[Serve]) -> None:
         assert result.stdout == f"worker test {n}\n".encode(), result.stderr
     log = server.stop()  # the parent stops its workers too
     assert "starting 1 more worker processes" in log
+
+
+async def test_sigterm_sends_close_notify_to_live_connections(serve: list[Serve]) -> None:
+    import trio
+
+    server = Serve()
+    serve.append(server)
+    raw = await ta.open_tcp("127.0.0.1", server.port)
+    tls = await ta.TLSClientLayer(server.ca, server_hostname="localhost").attach(raw)
+    await tls.send_all(b"ping")
+    assert await tls.receive_some(10) == b"ping"
+    await trio.to_thread.run_sync(server.stop)
+    assert await tls.receive_some(10) == b""  # a clean TLS close, not ECONNRESET
+    await tls.aclose()

@@ -413,7 +413,8 @@ def check_max_bytes(max_bytes: int | None, default: int) -> int:
 
 
 def as_writable_view(buffer: Any) -> memoryview:
-    """A flat byte view of ``buffer`` for ``receive_into``; EINVAL when it cannot be written."""
+    """A flat byte view of ``buffer`` for ``receive_into``; EINVAL when it cannot be written to
+    or is empty."""
     try:
         view = memoryview(buffer)
     except TypeError:
@@ -426,6 +427,8 @@ def as_writable_view(buffer: Any) -> memoryview:
         if not view.c_contiguous:
             raise InvalidArgument("receive_into needs a C-contiguous buffer")
         view = view.cast("B")
+    if not view:  # 0 bytes received would read as end of stream
+        raise InvalidArgument("receive_into needs a buffer of at least one byte")
     return view
 
 

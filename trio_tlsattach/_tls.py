@@ -549,8 +549,6 @@ class TLSStream(AttachedMixin, ByteStream):
         self, buffer: Any, deadline: float = FOREVER, checkpoint: bool = True
     ) -> int:
         view = as_writable_view(buffer)
-        if not view:
-            raise InvalidArgument("receive_into needs a buffer of at least one byte")
         checked = check_deadline(deadline)
         with self._receive_conflict:
             if checkpoint:

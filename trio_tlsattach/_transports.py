@@ -166,8 +166,6 @@ class FdTransport(ByteStream):
         self, buffer: Any, deadline: float = FOREVER, checkpoint: bool = True
     ) -> int:
         view = as_writable_view(buffer)
-        if not view:
-            raise InvalidArgument("receive_into needs a buffer of at least one byte")
         return await self._receive(
             partial(self._recv_into_now, view),
             partial(self._take_pushback_into, view),
@@ -420,8 +418,6 @@ class StreamTransport(ByteStream):
         self, buffer: Any, deadline: float = FOREVER, checkpoint: bool = True
     ) -> int:
         view = as_writable_view(buffer)
-        if not view:
-            raise InvalidArgument("receive_into needs a buffer of at least one byte")
         data = await self._receive_some(len(view), deadline)
         view[: len(data)] = data
         return len(data)

@@ -7,7 +7,8 @@ import trio
 import trio.testing
 
 import trio_tlsattach as ta
-from trio_tlsattach.testing import TRANSPORT_PAIRS, attach_both, check_layer
+from trio_tlsattach._cores._common import FrameState
+from trio_tlsattach.testing import TRANSPORT_PAIRS, attach_both, check_layer, tcp_pair
 
 
 @pytest.mark.parametrize("transport", list(TRANSPORT_PAIRS))
@@ -139,15 +140,132 @@ async def test_detach_pushes_back_bytes_read_past_the_last_message() -> None:
     await b.aclose()
 
 
-async def test_detach_while_skipping_is_refused_and_closes() -> None:
+async def test_detach_mid_message_gives_the_partial_message_back_as_bytes() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(2).attach(a)
+    await b.send_all(b"\x00\x05hel")
+    with pytest.raises(ta.DeadlineExceeded):
+        await msgs.receive_message(ta.IMMEDIATE)
+    assert msgs.core.state is FrameState.PAYLOAD
+    raw = await ta.prefix_detach(msgs)
+    assert await raw.receive_some(100) == b"\x00\x05hel"
+    await raw.aclose()
+    await b.aclose()
+
+
+async def test_detach_while_skipping_finishes_the_skip() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(4, max_size=4).attach(a)
+    await b.send_all(b"\x00\x00\x00\x10" + b"x" * 10)
+    with pytest.raises(ta.MessageTooLarge):
+        await msgs.receive_message()
+    assert msgs.core.state is FrameState.SKIPPING
+    got: list[ta.ByteStream] = []
+
+    async def detach() -> None:
+        got.append(await msgs.detach())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(detach)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not got  # waiting for the rest of the oversized message
+        await b.send_all(b"y" * 6 + b"RAW")
+    assert got == [a]
+    assert await a.receive_some(100) == b"RAW"  # the oversized message's tail is gone
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_detach_while_skipping_then_eof_is_broken_and_closes() -> None:
     a, b = ta.socketpair()
     msgs = await ta.PrefixLayer(4, max_size=4).attach(a)
     await b.send_all(b"\x00\x00\x01\x00" + b"x" * 10)
+    await b.send_eof()
     with pytest.raises(ta.MessageTooLarge):
         await msgs.receive_message()
-    with pytest.raises(ta.ConnectionBroken):
+    with pytest.raises(ta.ConnectionBroken) as info:
         await msgs.detach()
+    assert info.value.errno == errno.ECONNRESET
     assert a.closed
+    assert msgs.closed
+    await b.aclose()
+
+
+async def test_detach_deadline_while_skipping_closes_the_stack(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(1, max_size=2).attach(a)
+    await b.send_all(b"\x09abc")
+    with pytest.raises(ta.MessageTooLarge):
+        await msgs.receive_message()
+    with pytest.raises(ta.DeadlineExceeded):
+        await msgs.detach(ta.after(3))
+    assert a.closed
+    await b.aclose()
+
+
+async def test_immediate_returns_what_is_already_there() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(4).attach(a)
+    await b.send_all(b"\x00\x00\x00\x03one\x00\x00\x00\x03two")
+    assert await msgs.receive_message(ta.IMMEDIATE) == b"one"
+    assert await msgs.receive_message(ta.IMMEDIATE) == b"two"
+    with pytest.raises(ta.DeadlineExceeded):
+        await msgs.receive_message(ta.IMMEDIATE)
+    await msgs.aclose()
+    await b.aclose()
+
+
+async def test_each_call_is_a_checkpoint_and_cancel_loses_nothing() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(4).attach(a)
+    await b.send_all(b"\x00\x00\x00\x02hi")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await msgs.receive_message()  # cancelled on entry, before reading anything
+    assert scope.cancelled_caught
+    with trio.testing.assert_checkpoints():
+        assert await msgs.receive_message() == b"hi"
+    with trio.testing.assert_checkpoints():
+        await msgs.send_message(b"x")
+    await msgs.aclose()
+    await b.aclose()
+
+
+async def test_big_messages_over_tcp() -> None:
+    a, b = await tcp_pair()
+    x, y = await attach_both(a, b, ta.PrefixLayer(4).attach, ta.PrefixLayer(4).attach)
+    big = bytes(range(256)) * 8192  # 2 MiB: many reads below, over the default limit
+    y2 = await ta.PrefixLayer(4, max_size=len(big)).attach(await y.detach())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(x.send_message, big)
+        assert await y2.receive_message() == big
+    await x.aclose()
+    await y2.aclose()
+
+
+async def test_recipe_is_read_only_and_has_a_repr() -> None:
+    layer = ta.PrefixLayer(3, big_endian=False, max_size=100)
+    assert (layer.hdrlen, layer.big_endian, layer.max_size) == (3, False, 100)
+    assert repr(layer) == "PrefixLayer(3, big_endian=False, max_size=100)"
+    with pytest.raises(AttributeError):
+        layer.hdrlen = 4  # type: ignore[misc]
+    with pytest.raises(ta.InvalidArgument):
+        ta.PrefixLayer(4, max_size=0)
+    with pytest.raises(ta.InvalidArgument):
+        ta.PrefixLayer(4, big_endian=1)  # type: ignore[arg-type]
+    a, b = ta.socketpair()
+    with pytest.raises(ta.InvalidArgument):
+        await ta.prefix_attach(a, 4, 2)
+    with pytest.raises(ta.InvalidArgument):
+        await layer.attach(a, deadline=-5)
+    msgs = await layer.attach(a)
+    assert msgs.label() == "prefix(3)"
+    assert repr(msgs) == "<FramedStream prefix(3)>"
+    assert a.status == "owned"
+    await msgs.aclose()
+    assert repr(msgs) == "<FramedStream prefix(3) closed>"
     await b.aclose()
 
 
@@ -162,6 +280,23 @@ async def test_old_handle_and_concurrent_senders() -> None:
             await trio.testing.wait_all_tasks_blocked()
             await msgs.send_message(b"y")
     await msgs.aclose()
+    await b.aclose()
+
+
+async def test_concurrent_receivers_and_detach_during_a_receive() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.PrefixLayer(4).attach(a)
+    with pytest.RaisesGroup(trio.BusyResourceError):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(msgs.receive_message)
+            await trio.testing.wait_all_tasks_blocked()
+            await msgs.receive_message()
+    with pytest.RaisesGroup(trio.BusyResourceError, ta.BadHandle):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(msgs.receive_message)
+            await trio.testing.wait_all_tasks_blocked()
+            await msgs.detach()  # refused; a failed detach closes the stack
+    assert a.closed
     await b.aclose()
 
 

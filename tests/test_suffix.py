@@ -81,3 +81,96 @@ async def test_facade() -> None:
     assert await ta.suffix_detach(msgs) is a
     await a.aclose()
     await b.aclose()
+
+
+async def test_eof_mid_message_is_connection_broken_and_sticky() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.CRLFLayer().attach(a)
+    await b.send_all(b"whole\r\nhalf a li")
+    await b.send_eof()
+    assert await msgs.receive_message() == b"whole"
+    for _ in range(2):
+        with pytest.raises(ta.ConnectionBroken) as info:
+            await msgs.receive_message()
+        assert info.value.errno == errno.ECONNRESET
+    await msgs.aclose()
+    await b.aclose()
+
+
+async def test_send_after_send_eof_and_bad_messages() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.SuffixLayer(TEN).attach(a)
+    with pytest.raises(ta.InvalidArgument) as info:
+        await msgs.send_message(b"in" + TEN + b"side")
+    assert info.value.errno == errno.EINVAL
+    with pytest.raises(ta.InvalidArgument):
+        await msgs.send_message("text")  # type: ignore[arg-type]
+    await msgs.send_message(bytearray(b"ok"))
+    await msgs.send_eof()
+    await msgs.send_eof()  # again: nothing more happens (Trio's rule)
+    with pytest.raises(ta.SendAfterDone) as info2:
+        await msgs.send_message(b"late")
+    assert info2.value.errno == errno.EPIPE
+    assert await b.receive_some(100) == b"ok" + TEN
+    assert await b.receive_some(100) == b""  # the byte stream below was half-closed
+    await b.send_all(b"still receiving" + TEN)
+    assert await msgs.receive_message() == b"still receiving"
+    await msgs.aclose()
+    await b.aclose()
+
+
+async def test_old_handle_is_ebadf_while_attached() -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.SuffixLayer(b"\n").attach(a)
+    with pytest.raises(ta.BadHandle) as info:
+        await a.receive_some(1)
+    assert info.value.errno == errno.EBADF
+    raw = await msgs.detach()
+    assert raw is a
+    await raw.send_all(b"usable again")  # the user's again after detach
+    with pytest.raises(ta.BadHandle):
+        await msgs.send_message(b"x")  # the detached layer is dead
+    assert await b.receive_some(100) == b"usable again"
+    await raw.aclose()
+    await b.aclose()
+
+
+async def test_receive_deadline_mid_message_then_usable(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a, b = ta.socketpair()
+    msgs = await ta.CRLFLayer().attach(a)
+    await b.send_all(b"split\r")  # the delimiter is split across the timeout
+    start = trio.current_time()
+    with pytest.raises(ta.DeadlineExceeded) as info:
+        await msgs.receive_message(ta.after(1.5))
+    assert info.value.errno == errno.ETIMEDOUT
+    assert trio.current_time() - start == pytest.approx(1.5)
+    await b.send_all(b"\n")
+    assert await msgs.receive_message() == b"split"
+    await msgs.aclose()
+    await b.aclose()
+
+
+async def test_detach_pushes_back_the_bytes_after_the_last_line() -> None:
+    a, b = ta.socketpair()
+    lines = await ta.CRLFLayer().attach(a)
+    await b.send_all(b"STARTTLS\r\n\x16\x03\x01binary")
+    await trio.testing.wait_all_tasks_blocked()
+    assert await lines.receive_message() == b"STARTTLS"
+    raw = await ta.suffix_detach(lines)
+    assert await raw.receive_some(100) == b"\x16\x03\x01binary"
+    await raw.aclose()
+    await b.aclose()
+
+
+async def test_labels_and_reprs() -> None:
+    assert repr(ta.CRLFLayer()) == "CRLFLayer(max_size=1048576)"
+    assert ta.CRLFLayer().delimiter == b"\r\n"
+    assert repr(ta.SuffixLayer(b";", max_size=9)) == "SuffixLayer(b';', max_size=9)"
+    a, b = ta.socketpair()
+    stack = ta.ProtocolStack(a)
+    await stack.push(ta.SuffixLayer(b"\r\n"))
+    assert repr(stack).endswith(" > suffix(b'\\r\\n')>")
+    await stack.aclose()
+    await b.aclose()

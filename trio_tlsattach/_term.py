@@ -29,8 +29,18 @@ __all__ = ["TermLayer", "TermStream", "term_attach", "term_detach", "term_done"]
 
 @final
 class TermStream(AttachedMixin, MessageStream):
-    """A message stream whose end is a final message (what ``TermLayer.attach`` returns)."""
+    """A message stream whose end is a final message (what ``TermLayer.attach`` returns).
 
+    ::
+
+        msgs = await TermLayer(b"BYE").attach(prefix)
+        await msgs.send_message(b"last words")
+        await msgs.send_eof()                  # sends b"BYE"; the peer's iteration stops
+        async for message in msgs: ...         # until the peer's b"BYE"
+        prefix = await msgs.detach()           # the message stream below, still usable
+    """
+
+    __slots__ = ("_core", "_receive_conflict", "_send_conflict", "unread_messages")
     _below: MessageStream
 
     def __init__(self, below: MessageStream, core: TermCore) -> None:
@@ -45,7 +55,13 @@ class TermStream(AttachedMixin, MessageStream):
         )
 
     def label(self) -> str:
+        """``term``: this layer's part of a stack's repr."""
         return "term"
+
+    @property
+    def final_message(self) -> bytes:
+        """The message that ends each direction."""
+        return self._core.final_message
 
     async def _send_message(self, data: Any, deadline: float = FOREVER) -> None:
         with self._send_conflict:
@@ -71,7 +87,15 @@ class TermStream(AttachedMixin, MessageStream):
             await self._below._send_message(self._core.send_done(), deadline)
 
     async def detach(self, deadline: float = FOREVER) -> MessageStream:
-        """Send the final message, read until the peer's, return the message stream below."""
+        """Send the final message, read until the peer's, return the message stream below.
+
+        Messages after the peer's final message are still in the stream below, in order;
+        unread ones before it are kept in :attr:`unread_messages`. On failure (deadline,
+        cancel, the stream ending without the final message) the whole stack is closed::
+
+            prefix = await msgs.detach(deadline=after(5))
+            await prefix.send_message(b"framed, but no longer terminated")
+        """
         below = await self._detach_handle(deadline)
         assert isinstance(below, MessageStream)
         return below
@@ -89,24 +113,36 @@ class TermStream(AttachedMixin, MessageStream):
 
 @final
 class TermLayer:
-    """Ends a message stream with ``final_message`` (libdill's term protocol).
+    """Ends a message stream with ``final_message`` (libdill's term protocol): the recipe.
 
-    >>> msgs = await stack.push(TermLayer(b"BYE"))
-    >>> await msgs.send_eof()                          # sends b"BYE"
+    ``final_message`` is bytes-like, at most 32 KiB (EINVAL otherwise); it goes on top of any
+    message layer (a byte stream is :class:`ProtocolMismatch`)::
+
+        msgs = await stack.push(TermLayer(b"BYE"))
+        await msgs.send_eof()                          # sends b"BYE"
     """
 
+    __slots__ = ("_final",)
     below_kind: Final = Kind.MESSAGES
 
     def __init__(self, final_message: bytes) -> None:
-        self.final_message = TermCore(final_message).final_message  # EINVAL now
+        self._final = TermCore(final_message).final_message  # EINVAL now
+
+    def __repr__(self) -> str:
+        return f"TermLayer({self._final!r})"
+
+    @property
+    def final_message(self) -> bytes:
+        """The message that ends each direction of the stream."""
+        return self._final
 
     async def attach(self, stream: Any, deadline: float = FOREVER) -> TermStream:
         """Attach to a message stream; ProtocolMismatch (stream closed) on a byte stream."""
+        check_deadline(deadline)  # EINVAL before the stream is touched
         below = await begin_attach(stream, Kind.MESSAGES, "term")
         assert isinstance(below, MessageStream)
-        check_deadline(deadline)
         await trio.lowlevel.checkpoint()
-        return TermStream(below, TermCore(self.final_message))
+        return TermStream(below, TermCore(self._final))
 
 
 def _term(s: object) -> TermStream:
@@ -116,12 +152,15 @@ def _term(s: object) -> TermStream:
 
 
 async def term_attach(s: Any, buf: bytes) -> TermStream:
-    """libdill's ``term_attach(s, buf, len)``."""
+    """libdill's ``term_attach(s, buf, len)``.
+
+    >>> msgs = await term_attach(await prefix_attach(tcp, 4, PREFIX_BIG_ENDIAN), b"END")
+    """
     return await TermLayer(buf).attach(s)
 
 
 async def term_done(s: TermStream, deadline: float = FOREVER) -> None:
-    """libdill's ``term_done``: send the final message."""
+    """libdill's ``term_done``: send the final message (later sends are EPIPE)."""
     await _term(s).send_eof(deadline)
 
 

@@ -31,7 +31,7 @@ from ._errors import (
     TLSError,
 )
 from ._framing import FramedStream, mrecv, msend
-from ._listener import TLSListener, serve_tls
+from ._listener import TLSListener, open_tls_listeners, serve_tls
 from ._mem import TLS_SIZE, StateBlock, StateBlockPool
 from ._prefix import (
     PREFIX_BIG_ENDIAN,
@@ -116,6 +116,7 @@ __all__ = [
     "now",
     "open_pipe",
     "open_tcp",
+    "open_tls_listeners",
     "open_unix",
     "pipe_pair",
     "prefix_attach",

@@ -5,30 +5,35 @@ Theory of operation
 ``tlsattach serve`` terminates TLS: it listens (TCP or a Unix socket), runs each handshake
 through a :class:`TLSListener` (handshake deadline, optional bounded pool), and pumps each
 connection to a backend endpoint, ``echo`` by default. With no certificate it makes a
-self-signed one for localhost in memory with trustme and writes its CA to a temporary file,
-printing the exact ``openssl s_client`` line to try it.
+self-signed one for localhost in memory with trustme and writes its CA to a temporary directory
+(removed on exit), printing the exact ``openssl s_client`` line to try it. ``--workers N``
+starts N-1 more processes that share the port through SO_REUSEPORT; the kernel spreads the
+connections among them.
 
-``tlsattach connect ENDPOINT`` originates TLS: it connects to a TLS server and pumps stdin and
-stdout through it, or, with ``--listen``, accepts plaintext connections locally and forwards each
-over TLS.
+``tlsattach connect ENDPOINT`` originates TLS: it connects to a TLS server (over TCP, a Unix
+socket or a command's stdin/stdout) and pumps our stdin and stdout through it, or, with
+``--listen``, accepts plaintext connections locally and forwards each over TLS.
 
-Each connection ends with one log line: peer, TLS version, cipher, ALPN, bytes each way,
-duration and how it ended. SIGINT/SIGTERM stop the server cleanly: live connections are closed,
-which sends them close_notify.
+Each connection ends with one log line on stderr: peer, TLS version, cipher, ALPN, bytes each
+way, duration and how it ended; a connection whose handshake failed gets one line too.
+SIGINT/SIGTERM stop the server cleanly: live connections are closed with a close_notify.
+Endpoint and address parsing, and the byte pump, are in ``_tunnel``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import trio
@@ -41,50 +46,104 @@ from ._listener import TLSListener
 from ._mem import StateBlockPool
 from ._tls import TLSClientLayer, TLSServerLayer, TLSStream
 from ._transports import open_pipe, wrap_stream
-from ._tunnel import describe, echo, open_endpoint, parse_address, parse_endpoint, pump
+from ._tunnel import (
+    STREAM_ERRORS,
+    Endpoint,
+    describe,
+    echo,
+    open_endpoint,
+    parse_address,
+    parse_endpoint,
+    pump,
+)
+
+__all__ = ["main"]
 
 log = logging.getLogger("trio_tlsattach")
 
 DEFAULT_LISTEN = "127.0.0.1:8443"
+CONNECT_HANDSHAKE_TIMEOUT = 30.0
+
+
+def _endpoint(text: str) -> Endpoint:
+    try:
+        return parse_endpoint(text)
+    except StackError as exc:
+        raise argparse.ArgumentTypeError(exc.strerror) from None
+
+
+def _listen_address(text: str) -> str:
+    if not text.startswith("unix:"):
+        try:
+            parse_address(text)
+        except StackError as exc:
+            raise argparse.ArgumentTypeError(exc.strerror) from None
+    elif len(text) == 5:
+        raise argparse.ArgumentTypeError("unix: needs a path")
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tlsattach", description="TLS tunnels on trio_tlsattach's protocol stacks."
+        prog="tlsattach",
+        description="TLS tunnels on trio_tlsattach's protocol stacks. With no command: "
+        "`serve` on a self-signed localhost certificate with an echo backend.",
+        epilog="endpoints: tcp:HOST:PORT, unix:PATH, exec:COMMAND, - (stdin/stdout), echo",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     parser.add_argument("-q", "--quiet", action="store_true", help="log errors only")
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", metavar="{serve,connect}")
 
     serve = sub.add_parser("serve", help="terminate TLS and forward to a backend")
-    serve.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT or unix:PATH")
-    serve.add_argument("--cert", help="certificate chain (PEM)")
-    serve.add_argument("--key", help="private key (PEM)")
-    serve.add_argument("--self-signed", action="store_true", help="make a localhost cert")
-    serve.add_argument("--backend", default="echo", help="endpoint (default: echo)")
-    serve.add_argument("--alpn", nargs="*", help="ALPN protocols to offer")
-    serve.add_argument("--handshake-timeout", type=float, default=10.0)
-    serve.add_argument("--max-connections", type=int, help="bound live connections")
     serve.add_argument(
-        "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+        "--listen", type=_listen_address, default=DEFAULT_LISTEN,
+        help=f"HOST:PORT or unix:PATH (default {DEFAULT_LISTEN}; port 0 picks a free one)",
+    )  # fmt: skip
+    serve.add_argument("--cert", help="certificate chain (PEM), or a file with cert and key")
+    serve.add_argument("--key", help="private key (PEM)")
+    serve.add_argument(
+        "--self-signed", action="store_true", help="make a localhost certificate (the default)"
     )
+    serve.add_argument(
+        "--backend", type=_endpoint, default=Endpoint("echo"), help="endpoint (default: echo)"
+    )
+    serve.add_argument("--alpn", nargs="+", metavar="PROTO", help="ALPN protocols to accept")
+    serve.add_argument(
+        "--handshake-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="a client gets this long to finish its handshake (default 10)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-connections", type=int, metavar="N",
+        help="bound live connections (a state block pool); the excess is refused",
+    )  # fmt: skip
+    serve.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="processes sharing the port (SO_REUSEPORT)",
+    )  # fmt: skip
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     connect = sub.add_parser("connect", help="originate TLS to a server")
-    connect.add_argument("endpoint", help="the TLS server: tcp:HOST:PORT or unix:PATH")
+    connect.add_argument(
+        "endpoint", type=_endpoint, help="the TLS server: tcp:HOST:PORT, unix:PATH or exec:COMMAND"
+    )
     connect.add_argument("--ca", help="CA file to trust (default: the system's)")
-    connect.add_argument("--servername", help="hostname to verify (default: the endpoint's)")
+    connect.add_argument("--servername", help="hostname to verify and send as SNI")
     connect.add_argument("--insecure", action="store_true", help="do not verify the server")
-    connect.add_argument("--alpn", nargs="*")
-    connect.add_argument("--listen", help="accept plaintext here (HOST:PORT) and forward each")
+    connect.add_argument("--alpn", nargs="+", metavar="PROTO", help="ALPN protocols to offer")
+    connect.add_argument(
+        "--listen", type=_listen_address,
+        help="accept plaintext here (HOST:PORT or unix:PATH) and forward each connection",
+    )  # fmt: skip
     return parser
 
 
-def _self_signed() -> tuple[str, str]:
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _self_signed(directory: str) -> tuple[str, str]:
     """A localhost certificate made in memory; returns (cert+key PEM path, CA PEM path)."""
     ca = trustme.CA()
     leaf = ca.issue_cert("localhost", "127.0.0.1", "::1")
-    directory = tempfile.mkdtemp(prefix="tlsattach-")
     ca_path = os.path.join(directory, "ca.pem")
     leaf_path = os.path.join(directory, "server.pem")  # workers load the same certificate
     ca.cert_pem.write_to_path(ca_path)
@@ -97,21 +156,28 @@ async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:
     info = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
     family, kind, proto, _, address = info[0]
     sock = trio.socket.socket(family, kind, proto)
-    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
-    await sock.bind(address)
-    sock.listen()
+    try:
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+        await sock.bind(address)
+        sock.listen()
+    except BaseException:
+        sock.close()
+        raise
     return trio.SocketListener(sock)
 
 
-async def _open_listener(
-    address: str, reuse_port: bool = False
-) -> tuple[trio.abc.Listener[Any], str]:
+async def _open_listener(address: str, reuse_port: bool = False) -> tuple[trio.SocketListener, str]:
+    """Listen on ``HOST:PORT`` or ``unix:PATH``; returns the listener and its bound address."""
     if address.startswith("unix:"):
         path = address[5:]
         sock = trio.socket.socket(trio.socket.AF_UNIX)
-        await sock.bind(path)
-        sock.listen()
+        try:
+            await sock.bind(path)
+            sock.listen()
+        except BaseException:
+            sock.close()
+            raise
         return trio.SocketListener(sock), f"unix:{path}"
     host, port = parse_address(address)
     if reuse_port:
@@ -121,67 +187,144 @@ async def _open_listener(
     return listener, describe(listener.socket.getsockname())
 
 
-def _connection_line(tls: TLSStream, started: float, counts: tuple[int, int], how: str) -> str:
-    peer = describe(tls.extra(StackAttribute.remote_address, None))
+@contextlib.contextmanager
+def _unix_path_removed(bound: str) -> Iterator[None]:
+    """Remove the Unix socket file we created, on the way out."""
+    try:
+        yield
+    finally:
+        if bound.startswith("unix:"):
+            with contextlib.suppress(OSError):
+                os.unlink(bound[5:])
+
+
+@contextlib.contextmanager
+def _stdio_blocking_restored() -> Iterator[None]:
+    """Put stdin/stdout back in their blocking mode afterwards (our pipe transport changes it)."""
+    saved = {}
+    for fd in (0, 1):
+        with contextlib.suppress(OSError):
+            saved[fd] = os.get_blocking(fd)
+    try:
+        yield
+    finally:
+        for fd, blocking in saved.items():
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, blocking)
+
+
+def _connection_line(tls: TLSStream, started: float, counts: list[int], how: str) -> str:
+    try:
+        peer = describe(tls.extra(StackAttribute.remote_address, None))
+    except OSError:
+        peer = "-"
     cipher = tls.cipher()
     return (
-        f"{peer} {tls.version()} {cipher[0] if cipher else '-'} alpn={tls.alpn or '-'} "
+        f"{peer} {tls.version() or '-'} {cipher[0] if cipher else '-'} alpn={tls.alpn or '-'} "
         f"in={counts[0]} out={counts[1]} {time.monotonic() - started:.3f}s {how}"
     )
 
 
-async def _serve(args: argparse.Namespace) -> int:
+def _failure(exc: BaseException) -> str:
+    """How a connection ended, for its log line: the reason, without the errno prefix."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"error: {reason or type(exc).__name__}"
+
+
+async def _tunnel(tls: TLSStream, open_far: Callable[[], Awaitable[Any]] | None) -> None:
+    """Pump one TLS connection to its other side (echo when ``open_far`` is None); log it."""
+    started = time.monotonic()
+    counts = [0, 0]  # in = from the TLS peer, out = to the TLS peer
+    how = "shutdown"  # what we report if we are cancelled
+    try:
+        if open_far is None:
+            await echo(tls, counts)
+        else:
+            async with wrap_stream(await open_far()) as far:
+                await pump(tls, far, counts)  # type: ignore[arg-type]
+        how = "clean"
+    except STREAM_ERRORS as exc:
+        how = _failure(exc)
+    finally:
+        log.info("%s", _connection_line(tls, started, counts, how))
+
+
+async def _until_signal(run: Callable[[], Awaitable[object]]) -> None:
+    """Run ``run()`` until it returns or SIGINT/SIGTERM arrives, then cancel it."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for signum in signals:
+                    log.info("%s: shutting down", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+
+            async def main_task() -> None:
+                await run()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            nursery.start_soon(main_task)
+
+
+# --- serve ---------------------------------------------------------------------------------
+
+
+def _print_banner(bound: str, backend: Endpoint, ca_path: str | None) -> None:
+    print(f"listening on {bound} (TLS, {backend} backend)", flush=True)
+    if ca_path is None:
+        return
+    print(f"CA certificate: {ca_path} (removed on exit)", flush=True)
+    if bound.startswith("unix:"):
+        print(f"try:  tlsattach connect {bound} --servername localhost --ca {ca_path}", flush=True)
+        return
+    print(
+        f"try:  openssl s_client -connect {bound} -servername localhost -CAfile {ca_path}\n"
+        f"  or: tlsattach connect tcp:{bound} --servername localhost --ca {ca_path}",
+        flush=True,
+    )
+
+
+async def _serve(args: argparse.Namespace, workdir: str) -> int:
     ca_path = None
     if not args.cert:
-        args.cert, ca_path = _self_signed()
+        args.cert, ca_path = _self_signed(workdir)
     layer = TLSServerLayer(args.cert, args.key, alpn=args.alpn)
-    backend = parse_endpoint(args.backend)
+    backend: Endpoint = args.backend
     workers = args.workers > 1 and not args.listen.startswith("unix:")
     raw, bound = await _open_listener(args.listen, reuse_port=workers or args.reuse_port)
     pool = StateBlockPool(args.max_connections) if args.max_connections else None
     listener = TLSListener(raw, layer, handshake_deadline=args.handshake_timeout, pool=pool)
+    open_far = None if backend.kind == "echo" else (lambda: open_endpoint(backend))
 
-    print(f"listening on {bound} (TLS, {backend} backend)", flush=True)
-    if ca_path is not None and not bound.startswith("unix:"):
-        host, port = parse_address(bound)
-        print(f"CA certificate: {ca_path}", flush=True)
-        print(
-            f"try:  openssl s_client -connect {bound} -servername localhost -CAfile {ca_path}\n"
-            f"  or: tlsattach connect tcp:{host}:{port} --servername localhost --ca {ca_path}",
-            flush=True,
-        )
+    async def serve() -> None:
+        await listener.serve(lambda tls: _tunnel(tls, open_far))
 
-    async def handle(tls: TLSStream) -> None:
-        started = time.monotonic()
-        counts, how = (0, 0), "closed"
+    with _unix_path_removed(bound):
+        _print_banner(bound, backend, ca_path)
+        children = await _start_workers(args, bound) if workers else []
         try:
-            if backend.kind == "echo":
-                counts = await echo(tls)
-            else:
-                async with await open_endpoint(backend) as far:
-                    counts = await pump(tls, far)
-            how = "clean"
-        except (StackError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            how = f"error: {exc}"
+            await _until_signal(serve)
         finally:
-            log.info("%s", _connection_line(tls, started, counts, how))
-
-    children = await _start_workers(args, bound) if workers else []
-    try:
-        await _until_signal(listener.serve, handle)
-    finally:
-        with trio.CancelScope(shield=True):
-            for child in children:
-                child.terminate()
-                await child.wait()
+            with trio.CancelScope(shield=True):
+                for child in children:
+                    child.terminate()
+                    with trio.move_on_after(10):
+                        await child.wait()
+                    if child.returncode is None:
+                        child.kill()
+                        await child.wait()
     return 0
 
 
 async def _start_workers(args: argparse.Namespace, bound: str) -> list[trio.Process]:
     """``--workers N``: N-1 more processes serving the same port (the kernel spreads accepts)."""
-    command = [sys.executable, "-m", "trio_tlsattach", "serve", "--listen", bound, "--reuse-port",
-               "--cert", args.cert, "--backend", args.backend,
-               "--handshake-timeout", str(args.handshake_timeout)]  # fmt: skip
+    command = [sys.executable, "-m", "trio_tlsattach"]
+    if args.verbose or args.quiet:
+        command.append("--verbose" if args.verbose else "--quiet")
+    command += ["serve", "--listen", bound, "--reuse-port", "--cert", args.cert,
+                "--backend", str(args.backend),
+                "--handshake-timeout", str(args.handshake_timeout)]  # fmt: skip
     if args.key:
         command += ["--key", args.key]
     if args.alpn:
@@ -195,65 +338,101 @@ async def _start_workers(args: argparse.Namespace, bound: str) -> list[trio.Proc
     ]
 
 
-async def _until_signal(serve: Any, handler: Any) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve, handler)
-            async for signum in signals:
-                log.info("%s: shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+# --- connect -------------------------------------------------------------------------------
 
 
-async def _connect(args: argparse.Namespace) -> int:
-    endpoint = parse_endpoint(args.endpoint)
-    if endpoint.kind not in ("tcp", "unix"):
-        print("connect needs a tcp: or unix: endpoint", file=sys.stderr)
-        return 2
+def _client_layer(args: argparse.Namespace) -> TLSClientLayer:
+    endpoint: Endpoint = args.endpoint
     context = ssl.create_default_context(cafile=args.ca)
     if args.insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     hostname = args.servername or (endpoint.host if endpoint.kind == "tcp" else None)
     if hostname is None and context.check_hostname:
-        print("unix: endpoints need --servername (or --insecure)", file=sys.stderr)
-        return 2
-    layer = TLSClientLayer(context, server_hostname=hostname, alpn=args.alpn)
+        raise SystemExit(f"tlsattach: {endpoint.kind}: endpoints need --servername (or --insecure)")
+    return TLSClientLayer(context, server_hostname=hostname, alpn=args.alpn)
 
-    async def one(local: Any) -> None:
-        far = await open_endpoint(endpoint)
-        tls = await layer.attach(far, after(30))
-        async with tls, wrap_stream(local) as near:
-            started = time.monotonic()
-            counts = await pump(near, tls)  # type: ignore[arg-type]
-            log.info("%s", _connection_line(tls, started, counts, "clean"))
+
+async def _connect(args: argparse.Namespace) -> int:
+    endpoint: Endpoint = args.endpoint
+    if endpoint.kind not in ("tcp", "unix", "exec"):
+        print("tlsattach: connect needs a tcp:, unix: or exec: endpoint", file=sys.stderr)
+        return 2
+    layer = _client_layer(args)
+
+    async def one(local: Any) -> bool:
+        """Forward one plaintext stream over a new TLS connection; True when it ended clean."""
+        near = wrap_stream(local)
+        try:
+            far = await open_endpoint(endpoint)
+            tls = await layer.attach(far, after(CONNECT_HANDSHAKE_TIMEOUT))
+        except STREAM_ERRORS as exc:
+            await near.aclose()
+            log.warning("%s: %s", endpoint, exc)
+            return False
+        started, counts, how = time.monotonic(), [0, 0], "shutdown"
+        async with tls, near:
+            try:
+                await pump(tls, near, counts)  # type: ignore[arg-type]
+                how = "clean"
+            except STREAM_ERRORS as exc:
+                how = _failure(exc)
+            finally:
+                log.info("%s", _connection_line(tls, started, counts, how))
+        return how == "clean"
 
     if args.listen is None:
-        await one(open_pipe(os.dup(0), os.dup(1)))
-        return 0
+        with _stdio_blocking_restored():
+            clean = await one(open_pipe(os.dup(0), os.dup(1)))
+        return 0 if clean else 1
+
     raw, bound = await _open_listener(args.listen)
-    print(f"listening on {bound} (plaintext, forwarding over TLS to {endpoint})", flush=True)
+    with _unix_path_removed(bound):
+        print(f"listening on {bound} (plaintext, forwarding over TLS to {endpoint})", flush=True)
 
-    async def serve(handler: Any) -> None:
-        await trio.serve_listeners(handler, [raw])
+        async def handler(local: Any) -> None:
+            await one(local)
 
-    await _until_signal(serve, one)
+        async def serve() -> None:
+            await trio.serve_listeners(handler, [raw])
+
+        await _until_signal(serve)
     return 0
+
+
+# --- main ----------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tlsattach`` command; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if args.command is None:  # `tlsattach` alone, or with only -v/-q: serve the default
+        args = parser.parse_args([*argv, "serve"])
+    if args.command == "serve":
+        if args.self_signed and args.cert:
+            parser.error("--self-signed and --cert exclude each other")
+        if args.key and not args.cert:
+            parser.error("--key needs --cert")
+        if args.workers < 1:
+            parser.error("--workers must be at least 1")
+        if args.max_connections is not None and args.max_connections < 1:
+            parser.error("--max-connections must be at least 1")
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(message)s", stream=sys.stderr)
-    if args.command in (None, "serve"):
-        if args.command is None:
-            args = _parser().parse_args([*(argv or []), "serve"])
-        runner = _serve
-    else:
-        runner = _connect
+    logging.basicConfig(
+        level=level, format="%(asctime)s tlsattach: %(message)s", stream=sys.stderr, force=True
+    )
     try:
-        return trio.run(runner, args)
+        if args.command == "serve":
+            workdir = tempfile.mkdtemp(prefix="tlsattach-")
+            try:
+                return trio.run(_serve, args, workdir)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+        return trio.run(_connect, args)
     except (StackError, OSError) as exc:
         print(f"tlsattach: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a Ctrl-C before the signal handler was installed
+        return 130

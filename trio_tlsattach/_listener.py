@@ -4,58 +4,114 @@ Theory of operation
 -------------------
 A raw connection becomes a TLS connection only after its handshake, and a handshake is where
 hostile clients hurt a server: garbage, plaintext HTTP, a ClientHello dribbled one byte per
-second. So every handshake runs in its own task, under ``after(handshake_deadline)``; one that
-fails, times out or is refused goes to ``on_error`` (default: one log line) and the listener
-carries on. Nothing a client does ends ``serve``.
+second, a reset halfway. So every handshake runs under ``after(handshake_deadline)``; one that
+fails, times out or is refused goes to ``on_error`` (default: one log line), its connection is
+closed, and the listener carries on. Nothing a client does ends ``serve``.
 
-Admission control: with a :class:`StateBlockPool`, a state block is taken *before* the
-handshake; when the pool is empty the raw connection is closed at once (``OutOfStateBlocks``
-goes to ``on_error``), so the number of live connections and their memory stay bounded.
+Admission control: with a :class:`StateBlockPool` (the listener's ``pool=``, or the layer's), a
+state block is taken *before* the handshake and handed to the connection as its ``mem``; when
+the pool is empty the raw connection is closed at once and :class:`OutOfStateBlocks` goes to
+``on_error`` ("refused: pool exhausted"). The block comes back when the TLS stream is closed or
+detached, so live connections and their memory stay bounded by the pool's size.
 
-Two ways to use it. ``serve(handler)`` (and :func:`serve_tls`, shaped like
-``trio.serve_tcp``) runs each connection's handshake and then ``handler`` in one task per
-connection. ``accept()`` returns the next finished connection; inside ``async with listener:``
-handshakes run concurrently in the listener's own nursery, outside it they run one at a time.
+Running out of file descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM from ``accept``) is not the
+client's fault either: like ``trio.serve_listeners``, the listener logs it, waits 100 ms and
+accepts again.
+
+Three ways to use it, from most to least common:
+
+* ``await listener.serve(handler)`` (or :func:`serve_tls`, shaped like ``trio.serve_tcp``): one
+  task per connection runs its handshake, then ``handler(tls)``, then closes the stream. Slow
+  handshakes never hold up others.
+* ``async with listener: tls = await listener.accept()``: the ``async with`` block owns a
+  nursery in which a background task accepts raw connections and runs every handshake in its own
+  task; finished streams are delivered to ``accept()`` through a channel with no buffer (a
+  finished stream waits in its task until someone accepts it, and is closed if the listener
+  closes first). This is the ``trio.abc.Listener`` interface with concurrent handshakes.
+* ``await listener.accept()`` without ``async with``: Trio gives a plain method no nursery to
+  start background tasks in, so this handshakes inline, one connection at a time. It is correct
+  (a failed handshake is reported and the next connection tried) but a slow client delays the
+  next ``accept()`` by up to ``handshake_deadline``. Use one of the forms above on a server
+  facing the internet.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any, final
+from typing import Any, Final, final
 
 import trio
 
 from ._base import StackAttribute, close_shielded
 from ._deadline import after
-from ._errors import OutOfStateBlocks, StackError
-from ._mem import StateBlockPool
+from ._errors import DeadlineExceeded, OutOfStateBlocks, StackError
+from ._mem import StateBlock, StateBlockPool
 from ._tls import TLSServerLayer, TLSStream
 from ._transports import wrap_stream
 
-__all__ = ["TLSListener", "serve_tls"]
+__all__ = ["TLSListener", "open_tls_listeners", "serve_tls"]
 
 log = logging.getLogger("trio_tlsattach")
 
 ErrorHook = Callable[[BaseException, Any], None]
+"""``on_error(exc, peer)``: called for every connection that did not become a TLS stream."""
+
+Handler = Callable[[TLSStream], Awaitable[object]]
+
+# accept() errors that mean "this process is out of something", not "the listener is broken".
+_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_CAPACITY_SLEEP: Final = 0.1
+
+# What a failed handshake can raise (the stream is already closed when these arrive).
+_HANDSHAKE_ERRORS: Final = (StackError, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+def _peer_text(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = str(peer[0])
+        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+    return str(peer) if peer else "-"
 
 
 def log_error(exc: BaseException, peer: Any) -> None:
-    """The default ``on_error``: one log line per failed connection."""
-    log.warning("connection from %s refused: %s", peer, exc)
+    """The default ``on_error``: one log line per connection that did not become TLS."""
+    who = _peer_text(peer)
+    if isinstance(exc, OutOfStateBlocks):
+        log.warning("%s refused: pool exhausted (%s)", who, exc)
+    elif isinstance(exc, DeadlineExceeded):
+        log.warning("%s handshake timed out", who)
+    else:
+        log.warning("%s handshake failed: %s", who, exc)
+
+
+def _remote(tls: TLSStream) -> Any:
+    try:
+        return tls.extra(StackAttribute.remote_address, None)
+    except OSError:
+        return None
 
 
 @final
 class TLSListener(trio.abc.Listener[TLSStream]):
     """Accepts transport connections and hands out handshaken :class:`TLSStream` objects.
 
+    ``transport_listener``: any ``trio.abc.Listener`` of byte streams (``trio.SocketListener``
+    for TCP or a Unix socket). ``layer``: the :class:`TLSServerLayer` (its context, with the
+    certificate and ALPN, is shared; each connection gets its own state block).
+    ``handshake_deadline``: seconds a client gets to finish its handshake. ``pool``: a
+    :class:`StateBlockPool` bounding live connections (default: the layer's pool, if any).
+    ``on_error(exc, peer)``: called for each failed, timed-out or refused handshake.
+
     ::
 
         raw = (await trio.open_tcp_listeners(8443))[0]
         listener = TLSListener(raw, TLSServerLayer(cert), pool=StateBlockPool(1000))
         await listener.serve(handler)          # or: async with listener: await listener.accept()
+
+    See the module documentation for what ``accept()`` does inside and outside ``async with``.
     """
 
     def __init__(
@@ -67,15 +123,32 @@ class TLSListener(trio.abc.Listener[TLSStream]):
         pool: StateBlockPool | None = None,
         on_error: ErrorHook | None = None,
     ) -> None:
+        if not isinstance(layer, TLSServerLayer):
+            raise TypeError(f"layer must be a TLSServerLayer, not {type(layer).__name__}")
+        if handshake_deadline <= 0:
+            raise ValueError("handshake_deadline must be a positive number of seconds")
         self.transport_listener = transport_listener
         self.layer = layer
         self.handshake_deadline = handshake_deadline
-        self.pool = pool
+        self.pool = pool if pool is not None else layer._pool
         self.on_error = on_error or log_error
         self._ready: trio.MemorySendChannel[TLSStream] | None = None
         self._ready_out: trio.MemoryReceiveChannel[TLSStream] | None = None
         self._exit = AsyncExitStack()
         self._nursery: trio.Nursery | None = None
+
+    # --- one connection -------------------------------------------------------------------
+
+    async def _accept_raw(self) -> Any:
+        """The next raw connection; out-of-descriptors errors are waited out, not raised."""
+        while True:
+            try:
+                return await self.transport_listener.accept()
+            except OSError as exc:
+                if exc.errno not in _CAPACITY_ERRNOS:
+                    raise
+                log.error("accept failed: %s; retrying in %.1f s", exc, _CAPACITY_SLEEP)
+                await trio.sleep(_CAPACITY_SLEEP)
 
     async def _handshake(self, raw: Any) -> TLSStream | None:
         """Handshake one raw connection; None (after on_error) when it did not work out."""
@@ -84,44 +157,62 @@ class TLSListener(trio.abc.Listener[TLSStream]):
             peer = stream.extra(StackAttribute.remote_address, None)
         except OSError:  # already reset by the peer: getpeername fails
             peer = None
+        mem: StateBlock | None = None
+        if self.pool is not None:
+            try:
+                mem = self.pool.acquire()
+            except OutOfStateBlocks as exc:
+                await close_shielded(stream)
+                self.on_error(exc, peer)
+                return None
         try:
-            mem = self.pool.acquire() if self.pool is not None else None
-        except OutOfStateBlocks as exc:
-            await close_shielded(stream)
-            self.on_error(exc, peer)
-            return None
-        try:
-            tls = await TLSServerLayer(self.layer.context, mem=mem).attach(
+            # One layer per connection: the context is shared, the block is this connection's.
+            return await TLSServerLayer(self.layer.context, mem=mem).attach(
                 stream, after(self.handshake_deadline)
             )
-        except (StackError, trio.BrokenResourceError, OSError) as exc:
+        except _HANDSHAKE_ERRORS as exc:  # attach closed the stream, and released the block
             if mem is not None:
-                mem.release()
+                mem.release()  # idempotent; covers a failure before the layer claimed it
             self.on_error(exc, peer)
             return None
-        return tls
+        except BaseException:
+            if mem is not None:
+                mem.release()
+            raise
+
+    # --- trio.abc.Listener ----------------------------------------------------------------
 
     async def accept(self) -> TLSStream:
-        """The next connection whose handshake succeeded."""
+        """The next connection whose handshake succeeded.
+
+        Inside ``async with listener:`` handshakes run concurrently in the background;
+        otherwise they run inline, one at a time (see the module documentation).
+        Raises ``trio.ClosedResourceError`` once the listener is closed.
+        """
         if self._ready_out is not None:
-            return await self._ready_out.receive()
+            try:
+                return await self._ready_out.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                raise trio.ClosedResourceError("the listener is closed") from None
         while True:
-            tls = await self._handshake(await self.transport_listener.accept())
+            tls = await self._handshake(await self._accept_raw())
             if tls is not None:
                 return tls
 
     async def serve(
         self,
-        handler: Callable[[TLSStream], Awaitable[object]],
+        handler: Handler,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run ``handler(tls)`` for every connection, each in its own task; never returns.
 
-        When cancelled, the transport listener is closed (as ``trio.serve_listeners`` does).
-
-        The stream is closed when the handler returns. Errors in the handshake go to
-        ``on_error``; errors a handler raises are logged and end only that connection.
+        Each task runs the handshake (failures go to ``on_error``), then the handler, then
+        closes the stream (a live stream gets a close_notify). A handler that fails with a
+        stream error (:class:`StackError`, ``trio.BrokenResourceError``,
+        ``trio.ClosedResourceError``) ends only its connection, with a log line; any other
+        exception is a bug in the handler and propagates, as in ``trio.serve_listeners``.
+        When cancelled, every connection is closed and so is the transport listener.
         """
 
         async def one(raw: Any) -> None:
@@ -131,7 +222,7 @@ class TLSListener(trio.abc.Listener[TLSStream]):
             try:
                 await handler(tls)
             except (StackError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                log.info("connection ended: %s", exc)
+                log.info("%s connection ended: %s", _peer_text(_remote(tls)), exc)
             finally:
                 await close_shielded(tls)
 
@@ -139,23 +230,37 @@ class TLSListener(trio.abc.Listener[TLSStream]):
             async with trio.open_nursery() as nursery:
                 task_status.started()
                 while True:
-                    nursery.start_soon(one, await self.transport_listener.accept())
+                    nursery.start_soon(one, await self._accept_raw())
         finally:  # as trio.serve_listeners does: serving ends, the listener is closed
             with trio.CancelScope(shield=True):
                 await self.transport_listener.aclose()
 
     async def __aenter__(self) -> TLSListener:
+        """Start accepting and handshaking in the background (see :meth:`accept`)."""
+        if self._nursery is not None:
+            raise RuntimeError("this TLSListener is already entered")
         nursery = self._nursery = await self._exit.enter_async_context(trio.open_nursery())
-        self._ready, self._ready_out = trio.open_memory_channel[TLSStream](math.inf)
+        ready, self._ready_out = trio.open_memory_channel[TLSStream](0)
+        self._ready = ready
 
-        async def feed(raw: Any) -> None:
+        async def deliver(raw: Any) -> None:
             tls = await self._handshake(raw)
-            if tls is not None and self._ready is not None:
-                await self._ready.send(tls)
+            if tls is None:
+                return
+            try:
+                await ready.send(tls)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await close_shielded(tls)  # nobody will ever accept it
+            except BaseException:
+                await close_shielded(tls)  # cancelled: the listener is closing
+                raise
 
         async def acceptor() -> None:
-            while True:
-                nursery.start_soon(feed, await self.transport_listener.accept())
+            try:
+                while True:
+                    nursery.start_soon(deliver, await self._accept_raw())
+            except trio.ClosedResourceError:  # someone closed the transport listener
+                ready.close()
 
         nursery.start_soon(acceptor)
         return self
@@ -164,29 +269,52 @@ class TLSListener(trio.abc.Listener[TLSStream]):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop accepting, close the transport listener and any finished, unclaimed streams."""
+        """Stop accepting; close the transport listener and every unclaimed connection."""
         nursery_exit, self._exit = self._exit, AsyncExitStack()
         ready, ready_out = self._ready, self._ready_out
         self._ready = self._ready_out = None
-        # First stop the acceptor and in-flight handshakes, then close what they used.
+        # First stop the acceptor and in-flight handshakes (their streams close themselves).
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
             self._nursery = None
-        await nursery_exit.aclose()
-        with trio.CancelScope(shield=True):
-            await self.transport_listener.aclose()
-            if ready is not None and ready_out is not None:
-                ready.close()
-                async for unclaimed in ready_out:
-                    await close_shielded(unclaimed)
+        try:
+            await nursery_exit.aclose()
+        finally:
+            with trio.CancelScope(shield=True):
+                if ready is not None and ready_out is not None:
+                    ready.close()
+                    ready_out.close()
+                await self.transport_listener.aclose()
 
 
-async def serve_tls(
-    handler: Callable[[TLSStream], Awaitable[object]],
+async def open_tls_listeners(
     port: int,
     layer: TLSServerLayer,
     *,
     host: str | bytes | None = None,
+    backlog: int | None = None,
+    handshake_deadline: float = 10,
+    pool: StateBlockPool | None = None,
+    on_error: ErrorHook | None = None,
+) -> list[TLSListener]:
+    """Like ``trio.open_tcp_listeners``, each listener wrapped in a :class:`TLSListener`.
+
+    All of them share ``pool``, so the bound on live connections is global.
+    """
+    raw = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    return [
+        TLSListener(r, layer, handshake_deadline=handshake_deadline, pool=pool, on_error=on_error)
+        for r in raw
+    ]
+
+
+async def serve_tls(
+    handler: Handler,
+    port: int,
+    layer: TLSServerLayer,
+    *,
+    host: str | bytes | None = None,
+    backlog: int | None = None,
     handshake_deadline: float = 10,
     pool: StateBlockPool | None = None,
     on_error: ErrorHook | None = None,
@@ -194,14 +322,16 @@ async def serve_tls(
 ) -> None:
     """Like ``trio.serve_tcp``, with TLS: listen on ``port`` and run ``handler`` per connection.
 
-    ``task_status.started`` receives the listeners (port 0 picks a free port: read it from
-    ``listeners[0].transport_listener.socket.getsockname()``).
+    Run it in a nursery; ``await nursery.start(serve_tls, ...)`` returns the listeners (port 0
+    picks a free port: ``listeners[0].transport_listener.socket.getsockname()``)::
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_tls, handler, 8443, TLSServerLayer(cert))
     """
-    raw = await trio.open_tcp_listeners(port, host=host)
-    listeners = [
-        TLSListener(r, layer, handshake_deadline=handshake_deadline, pool=pool, on_error=on_error)
-        for r in raw
-    ]
+    listeners = await open_tls_listeners(
+        port, layer, host=host, backlog=backlog, handshake_deadline=handshake_deadline,
+        pool=pool, on_error=on_error,
+    )  # fmt: skip
     async with trio.open_nursery() as nursery:
         for listener in listeners:
             await nursery.start(listener.serve, handler)

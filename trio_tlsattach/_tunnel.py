@@ -8,8 +8,9 @@ is pure and checked on the command line; ``open_endpoint`` makes the transport.
 
 ``pump`` copies both directions at once with one reusable buffer per direction
 (``receive_into``: no bytes object per chunk), and propagates half-closes: when one side ends,
-the other gets ``send_eof`` and the copy the other way goes on until it ends too. It returns the
-byte counts, which the connection's log line reports.
+the other gets ``send_eof`` and the copy the other way goes on until it ends too. It counts the
+bytes as they move (the connection's log line reports them, even after a shutdown cut it short)
+and raises the first error of either direction as it is, never an exception group.
 """
 
 from __future__ import annotations
@@ -17,15 +18,24 @@ from __future__ import annotations
 import os
 import shlex
 from dataclasses import dataclass
-from typing import Any, final
+from typing import Any, Final, final
 
 import trio
 
 from ._base import ByteStream
-from ._errors import InvalidArgument, NotSupported
+from ._errors import InvalidArgument, NotSupported, StackError
 from ._transports import StreamTransport, open_pipe, open_tcp, open_unix
 
-__all__ = ["Endpoint", "open_endpoint", "parse_address", "parse_endpoint", "pump"]
+__all__ = [
+    "STREAM_ERRORS",
+    "Endpoint",
+    "describe",
+    "echo",
+    "open_endpoint",
+    "parse_address",
+    "parse_endpoint",
+    "pump",
+]
 
 CHUNK = 65536
 
@@ -138,15 +148,25 @@ async def open_endpoint(endpoint: Endpoint) -> ByteStream:
     raise NotSupported(f"cannot open endpoint {endpoint}")
 
 
-async def echo(stream: ByteStream) -> tuple[int, int]:
-    """The built-in backend: send back what arrives; returns (bytes in, bytes out)."""
+STREAM_ERRORS: Final = (StackError, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+"""What a connection can fail with: it ends that connection, never the server."""
+
+
+async def echo(stream: ByteStream, counts: list[int] | None = None) -> tuple[int, int]:
+    """The built-in backend: send back what arrives; returns (bytes in, bytes out).
+
+    ``counts`` (two ints), when given, is updated as bytes move, so a caller that is cancelled
+    can still tell how much went through.
+    """
+    counts = [0, 0] if counts is None else counts
     buffer = bytearray(CHUNK)
-    total = 0
+    view = memoryview(buffer)
     while n := await stream.receive_into(buffer):
-        await stream.send_all(memoryview(buffer)[:n])
-        total += n
+        counts[0] += n
+        await stream.send_all(view[:n])
+        counts[1] += n
     await stream.send_eof()
-    return total, total
+    return counts[0], counts[1]
 
 
 async def _copy(source: ByteStream, sink: ByteStream, counts: list[int], index: int) -> None:
@@ -156,22 +176,40 @@ async def _copy(source: ByteStream, sink: ByteStream, counts: list[int], index: 
         await sink.send_all(view[:n])
         counts[index] += n
     try:
-        await sink.send_eof()
+        await sink.send_eof()  # half-close: the other direction goes on
     except NotSupported:
         await sink.aclose()
 
 
-async def pump(a: ByteStream, b: ByteStream) -> tuple[int, int]:
-    """Copy a→b and b→a until both directions ended; returns (bytes a→b, bytes b→a)."""
-    counts = [0, 0]
+async def pump(a: ByteStream, b: ByteStream, counts: list[int] | None = None) -> tuple[int, int]:
+    """Copy a→b and b→a until both directions ended; returns (bytes a→b, bytes b→a).
+
+    EOF on one side becomes ``send_eof`` on the other. If either direction fails (a reset, a
+    TLS error), the other is cancelled and that first error is raised as it is (not in an
+    exception group), so callers can catch :data:`STREAM_ERRORS`. ``counts`` as in :func:`echo`.
+    """
+    counts = [0, 0] if counts is None else counts
+    failures: list[BaseException] = []
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_copy, a, b, counts, 0)
-        nursery.start_soon(_copy, b, a, counts, 1)
+
+        async def direction(source: ByteStream, sink: ByteStream, index: int) -> None:
+            try:
+                await _copy(source, sink, counts, index)
+            except STREAM_ERRORS as exc:
+                failures.append(exc)
+                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(direction, a, b, 0)
+        nursery.start_soon(direction, b, a, 1)
+    if failures:
+        raise failures[0]
     return counts[0], counts[1]
 
 
 def describe(value: Any) -> str:
-    """A peer address for a log line."""
+    """A peer address for a log line (IPv6 in brackets, so the port stays readable)."""
     if isinstance(value, tuple) and len(value) >= 2:
-        return f"{value[0]}:{value[1]}"
+        host = str(value[0])
+        return f"[{host}]:{value[1]}" if ":" in host else f"{host}:{value[1]}"
     return str(value) if value else "-"

@@ -9,7 +9,6 @@ import trio.testing
 import trustme
 
 import trio_tlsattach as ta
-from trio_tlsattach._tls import _SEND_BROKEN as SEND_BROKEN
 from trio_tlsattach.testing import TRANSPORT_PAIRS, attach_both, check_layer, tls_pair
 
 
@@ -19,6 +18,24 @@ async def test_check_layer(
 ) -> None:
     async def attach_pair(a: object, b: object) -> tuple[ta.TLSStream, ta.TLSStream]:
         return await tls_pair(a, b, tls_ca, tls_server_cert)
+
+    await check_layer(attach_pair, transport_pair=transport)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("transport", ["socketpair", "memory"])
+async def test_check_layer_server_on_the_first_end(
+    transport: str, tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """The kit's checks are not symmetric (who detaches first, who sends EOF): swap the ends."""
+
+    async def attach_pair(a: object, b: object) -> tuple[ta.TLSStream, ta.TLSStream]:
+        server, client = await attach_both(
+            a,
+            b,
+            ta.TLSServerLayer(tls_server_cert).attach,
+            ta.TLSClientLayer(tls_ca, server_hostname="localhost").attach,
+        )
+        return server, client
 
     await check_layer(attach_pair, transport_pair=transport)  # type: ignore[arg-type]
 
@@ -139,128 +156,6 @@ async def test_half_close_in_both_orders(
         assert await first.receive_some(100) == b""
 
 
-async def test_detach_with_raw_bytes_in_the_same_segment(
-    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
-) -> None:
-    """The peer's close_notify and raw bytes arrive together: the raw bytes are handed back."""
-    a, b = ta.socketpair()
-    client, server = await tls_pair(a, b, tls_ca, tls_server_cert)
-    # Queue the server's close_notify, then send it and raw bytes in one system call.
-    server._start_shutdown()
-    segment = server._outgoing.read() + b"RAW AFTER TLS"
-    server._set(SEND_BROKEN)  # the send side is ours now; do not let the layer send again
-    await server._below._send_all(segment, ta.FOREVER)  # type: ignore[attr-defined]
-    tcp = await ta.tls_detach(client)
-    assert tcp is a
-    got = b""
-    while len(got) < len(b"RAW AFTER TLS"):
-        got += await tcp.receive_some(100)
-    assert got == b"RAW AFTER TLS"
-    await tcp.aclose()
-    await server.aclose()
-
-
-async def test_detach_then_plaintext_both_ways(
-    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
-) -> None:
-    a, b = ta.socketpair()
-    client, server = await tls_pair(a, b, tls_ca, tls_server_cert)
-    await client.send_all(b"secret")
-    assert await server.receive_some(100) == b"secret"
-
-    async def server_side() -> None:
-        raw = await server.detach()
-        assert raw is b
-        await raw.send_all(b"plain from server")
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server_side)
-        raw_client = await client.detach()
-    assert raw_client is a
-    assert await raw_client.receive_some(100) == b"plain from server"
-    await raw_client.send_all(b"plain from client")
-    assert await b.receive_some(100) == b"plain from client"
-    with pytest.raises(ta.BadHandle):
-        await client.send_all(b"the TLS handle is gone")
-    await a.aclose()
-    await b.aclose()
-
-
-async def test_detach_keeps_unread_application_data_apart(
-    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
-) -> None:
-    """Our documented choice: unread TLS data is not merged into the plaintext stream."""
-    a, b = ta.socketpair()
-    client, server = await tls_pair(a, b, tls_ca, tls_server_cert)
-    await server.send_all(b"unread")
-
-    async def server_side() -> None:
-        raw = await server.detach()
-        await raw.send_all(b"RAW")
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server_side)
-        raw_client = await client.detach()
-    assert client.unread_data == b"unread"
-    assert await raw_client.receive_some(100) == b"RAW"
-    await a.aclose()
-    await b.aclose()
-
-
-async def test_starttls(tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert) -> None:
-    a, b = ta.socketpair()
-    client_stack, server_stack = ta.ProtocolStack(a), ta.ProtocolStack(b)
-    async with client_stack, server_stack:
-        await a.send_all(b"EHLO x\r\nSTARTTLS\r\n")
-        got = b""
-        while not got.endswith(b"STARTTLS\r\n"):
-            got += await b.receive_some(100)
-        await b.send_all(b"220 go ahead\r\n")
-        assert await a.receive_some(100) == b"220 go ahead\r\n"
-        client, server = await attach_both(
-            client_stack,
-            server_stack,
-            lambda s: s.push(ta.TLSClientLayer(tls_ca, server_hostname="localhost")),
-            lambda s: s.push(ta.TLSServerLayer(tls_server_cert)),
-        )
-        assert repr(client_stack) == "<ProtocolStack unix > tls(client, TLSv1.3)>"
-        await client.send_all(b"MAIL FROM:<a@b>\r\n")
-        assert await server.receive_some(100) == b"MAIL FROM:<a@b>\r\n"
-
-
-async def test_tls_in_tls(tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert) -> None:
-    a, b = ta.socketpair()
-    client_stack, server_stack = ta.ProtocolStack(a), ta.ProtocolStack(b)
-    async with client_stack, server_stack:
-        for _ in range(2):
-            await attach_both(
-                client_stack,
-                server_stack,
-                lambda s: s.push(ta.TLSClientLayer(tls_ca, server_hostname="localhost")),
-                lambda s: s.push(ta.TLSServerLayer(tls_server_cert)),
-            )
-        inner_client, inner_server = client_stack.top, server_stack.top
-        assert isinstance(inner_client, ta.TLSStream)
-        assert isinstance(inner_server, ta.TLSStream)
-        assert len(client_stack.layers) == 3
-        payload = random.Random(5).randbytes(1_000_000)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(inner_client.send_all, payload)
-            got = bytearray()
-            while len(got) < len(payload):
-                got += await inner_server.receive_some()
-        assert got == payload
-        # Detach the inner session on both ends: the outer TLS carries plaintext again.
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server_stack.pop)
-            outer_client = await client_stack.pop()
-        assert isinstance(outer_client, ta.TLSStream)
-        await outer_client.send_all(b"outer only")
-        outer_server = server_stack.top
-        assert isinstance(outer_server, ta.TLSStream)
-        assert await outer_server.receive_some(100) == b"outer only"
-
-
 async def test_typed_attributes_through_the_stack(
     tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
 ) -> None:
@@ -335,22 +230,64 @@ async def test_session_resumption_with_a_reused_layer(
         assert client_layer.cached_session is not None
 
 
-async def test_explicit_session(tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert) -> None:
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_explicit_session(
+    version: ssl.TLSVersion, tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """``session=`` from a previous connection resumes it. In TLS 1.3 the ticket comes after
+    the handshake, so the first client reads some data before taking ``.session``."""
+    context = ssl.create_default_context()
+    tls_ca.configure_trust(context)
+    context.maximum_version = version
     server_layer = ta.TLSServerLayer(tls_server_cert)
-    first = ta.TLSClientLayer(tls_ca, server_hostname="localhost", session_cache=False)
+    first = ta.TLSClientLayer(context, server_hostname="localhost", session_cache=False)
     client, server = await attach_both(*ta.socketpair(), first.attach, server_layer.attach)
+    assert not client.session_reused
     await server.send_all(b"x")
-    await client.receive_some(1)
+    assert await client.receive_some(1) == b"x"
     session = client.session
+    assert session is not None
     await client.aclose()
     await server.aclose()
     assert first.cached_session is None
-    second = ta.TLSClientLayer(tls_ca, server_hostname="localhost", session=session)
+    second = ta.TLSClientLayer(
+        context, server_hostname="localhost", session=session, session_cache=False
+    )
     client, server = await attach_both(*ta.socketpair(), second.attach, server_layer.attach)
     assert client.session_reused
+    assert server.session_reused
     assert client.extra(ta.TLSAttribute.session_reused)
+    assert client.tls_version == server.tls_version == f"TLSv1.{3 if version.value == 772 else 2}"
     await client.aclose()
     await server.aclose()
+
+
+async def test_full_duplex_5_mb_each_way(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """On each end one task sends 5 MB while another receives 5 MB, on the same stream."""
+    client, server = await tls_pair(*ta.socketpair(), tls_ca, tls_server_cert)
+    size = 5 * 1024 * 1024
+    rnd = random.Random(55)
+    up, down = rnd.randbytes(size), rnd.randbytes(size)
+    received: dict[str, bytes] = {}
+
+    async def receive(name: str, stream: ta.TLSStream) -> None:
+        got = bytearray()
+        buf = bytearray(100_000)
+        while len(got) < size:
+            n = await stream.receive_into(buf)
+            assert n, "premature end of stream"
+            got += memoryview(buf)[:n]
+        received[name] = bytes(got)
+
+    async with client, server, trio.open_nursery() as nursery:
+        nursery.start_soon(client.send_all, up)
+        nursery.start_soon(receive, "client", client)
+        nursery.start_soon(server.send_all, down)
+        nursery.start_soon(receive, "server", server)
+    assert received["server"] == up
+    assert received["client"] == down
 
 
 async def test_two_senders_at_once_is_busy(
@@ -360,9 +297,14 @@ async def test_two_senders_at_once_is_busy(
     async with client, server:
         with pytest.RaisesGroup(trio.BusyResourceError):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(client.send_all, b"x" * 20_000_000)
+                nursery.start_soon(client.send_all, b"x" * 20_000_000)  # nobody reads: blocks
                 await trio.testing.wait_all_tasks_blocked()
                 await client.send_all(b"y")
+        with pytest.RaisesGroup(trio.BusyResourceError):  # and two receivers
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.receive_some, 10)  # the server sends nothing
+                await trio.testing.wait_all_tasks_blocked()
+                await client.receive_some(10)
 
 
 async def test_aclose_sends_close_notify_and_closes_below(

@@ -2,6 +2,7 @@
 
 import errno
 import mmap
+import ssl
 import struct
 from pathlib import Path
 
@@ -29,7 +30,9 @@ async def _pair_with_mem(
         lambda: bytearray(ta.TLS_SIZE),
         lambda: mmap.mmap(-1, ta.TLS_SIZE),
         lambda: memoryview(bytearray(ta.TLS_SIZE * 2))[ta.TLS_SIZE :],
+        lambda: ta.StateBlockPool(2).acquire().view,  # a pool block's memory, as a buffer
     ],
+    ids=["bytearray", "mmap", "memoryview-slice", "pool-view"],
 )
 async def test_good_blocks(
     make: object, tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
@@ -149,3 +152,137 @@ async def test_default_context_is_secure(tls_server_cert: trustme.LeafCert) -> N
     client_layer = ta.TLSClientLayer(server_hostname="localhost")
     assert client_layer.context.check_hostname
     assert client_layer.context.verify_mode == __import__("ssl").CERT_REQUIRED
+
+
+async def test_owner_can_release_mmap_and_views_after_close_and_detach(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """No export of the caller's buffer survives the layer: mmap.close() and
+    memoryview.release() would raise BufferError otherwise."""
+    mm = mmap.mmap(-1, ta.TLS_SIZE)
+    client, server = await _pair_with_mem(mm, tls_ca, tls_server_cert)
+    await client.aclose()
+    await server.aclose()
+    mm.close()
+
+    arena = bytearray(ta.TLS_SIZE * 2)
+    whole = memoryview(arena)
+    part = whole[ta.TLS_SIZE :]
+    client, server = await _pair_with_mem(part, tls_ca, tls_server_cert)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.detach)
+        raw = await server.detach()
+    part.release()
+    whole.release()
+    arena.extend(b"resizable again")
+    await raw.aclose()
+    assert client.below is not None
+    await client.below.aclose()
+
+
+async def test_pool_block_as_mem_returns_to_the_pool(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    pool = ta.StateBlockPool(2)
+    block = pool.acquire()
+    assert pool.in_use == 1
+    client, server = await _pair_with_mem(block, tls_ca, tls_server_cert)
+    # The lease is claimed by a live connection: a second attach with it is EINVAL.
+    a, b = ta.socketpair()
+    with pytest.raises(ta.InvalidArgument) as info:
+        await ta.tls_attach_server_mem(b, tls_server_cert, None, block)
+    assert info.value.errno == errno.EINVAL
+    assert b.closed
+    await a.aclose()
+    async with trio.open_nursery() as nursery:  # detach, not close: still released
+        nursery.start_soon(client.detach)
+        raw = await server.detach()
+    assert block.released
+    assert pool.in_use == 0
+    with pytest.raises(ta.InvalidArgument):  # a released lease cannot be used again
+        await ta.tls_attach_server_mem(raw, tls_server_cert, None, block)
+    assert raw.closed
+    assert client.below is not None
+    await client.below.aclose()
+
+
+async def test_layer_pool_block_released_after_detach(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    pool = ta.StateBlockPool(1)
+    layer = ta.TLSServerLayer(tls_server_cert, pool=pool)
+    client_layer = ta.TLSClientLayer(tls_ca, server_hostname="localhost")
+    for _ in range(3):  # one block serves connection after connection
+        client, server = await attach_both(*ta.socketpair(), client_layer.attach, layer.attach)
+        assert pool.available == 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.detach)
+            raw = await server.detach()
+        assert pool.available == 1
+        await raw.aclose()
+        assert client.below is not None
+        await client.below.aclose()
+    with pytest.raises(ta.InvalidArgument):
+        ta.TLSServerLayer(tls_server_cert, mem=bytearray(ta.TLS_SIZE), pool=pool)
+
+
+async def test_ssl_context_as_certificate(
+    tls_ca: trustme.CA, server_ssl_context: ssl.SSLContext
+) -> None:
+    client, server = await _pair_with_mem(bytearray(ta.TLS_SIZE), tls_ca, server_ssl_context)
+    assert server.context is server_ssl_context
+    assert server.server_hostname == "localhost"  # SNI recorded on the caller's context too
+    await client.aclose()
+    await server.aclose()
+
+
+def _encrypted_key(leaf: trustme.LeafCert) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+
+
+def test_bad_certificate_files_are_einval(
+    tmp_path: Path, tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    cert_path = tmp_path / "cert.pem"
+    tls_server_cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    other_key = tmp_path / "other-key.pem"
+    tls_ca.issue_cert("other.example").private_key_pem.write_to_path(str(other_key))
+    encrypted = tmp_path / "encrypted-key.pem"
+    encrypted.write_bytes(_encrypted_key(tls_server_cert))
+    cases: list[tuple[object, object]] = [
+        (garbage, None),  # not PEM at all
+        (cert_path, None),  # a certificate without its key
+        (cert_path, garbage),
+        (cert_path, other_key),  # the key of another certificate
+        (tmp_path, None),  # a directory
+        (tmp_path / "missing.pem", None),
+        (cert_path, tmp_path / "missing-key.pem"),
+        # An encrypted key: EINVAL at once, never a pass-phrase prompt on the terminal.
+        (cert_path, encrypted),
+        (tls_server_cert.cert_chain_pems[0].bytes(), _encrypted_key(tls_server_cert)),
+    ]
+    for cert, key in cases:
+        with pytest.raises(ta.InvalidArgument) as info:
+            ta.TLSServerLayer(cert, key)  # type: ignore[arg-type]
+        assert info.value.errno == errno.EINVAL, (cert, key)
+    with pytest.raises(ta.InvalidArgument, match="encrypted"):
+        ta.TLSServerLayer(cert_path, encrypted)
+
+
+async def test_bad_certificate_through_the_facade_closes_the_stream(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    a, b = ta.socketpair()
+    with pytest.raises(ta.InvalidArgument):
+        await ta.tls_attach_server_mem(b, str(garbage), None, bytearray(ta.TLS_SIZE))
+    assert b.closed
+    await a.aclose()

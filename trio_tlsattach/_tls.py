@@ -45,10 +45,11 @@ security boundary, the STARTTLS-injection mistake): it is kept in :attr:`TLSStre
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import ssl
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, final
+from typing import Any, Final, TypeVar, final
 
 import trio
 import trustme
@@ -97,6 +98,8 @@ SEND_CHUNK: Final = 256 * 1024
 
 DEFAULT_RECEIVE_SIZE: Final = 65536
 _LAYER_ID: Final = 1
+
+_L = TypeVar("_L", "TLSServerLayer", "TLSClientLayer")
 
 # Direction flags, as stored in the state record.
 _HANDSHOOK: Final = 1
@@ -356,6 +359,14 @@ class TLSStream(AttachedMixin, ByteStream):
         assert isinstance(below, ByteStream)
         try:
             while True:
+                if deadline != math.inf and deadline <= trio.current_time():
+                    # A passed deadline (IMMEDIATE) fails at the first wait even when bytes
+                    # are there, and ``_drained`` may be stale (set by the last short read):
+                    # look once without waiting, so IMMEDIATE does what can be done.
+                    maybe = below._receive_nowait(self._scratch)
+                    if maybe is not None:
+                        got = maybe
+                        break
                 if not await below._wait_receivable(deadline):
                     got = await below._receive_into(self._scratch, deadline, False)
                     break
@@ -898,11 +909,31 @@ class TLSClientLayer:
 # --- libdill facade ---------------------------------------------------------------------------
 
 
+async def _close_given(s: Any) -> None:
+    """A failed libdill-style attach closes the stream it was given, as the layers' ``attach``
+    does (a handle that is closed or owned by a layer is not the caller's: left alone)."""
+    with contextlib.suppress(StackError):
+        handle = wrap_stream(s)
+        handle._check()
+        await close_shielded(handle)
+
+
+async def _layer(s: Any, build: Callable[[], _L]) -> _L:
+    # Bad arguments (a certificate that does not load, a bad ALPN list, no mem...) are found
+    # while building the layer, before ``attach`` runs: ``s`` must be closed then too.
+    try:
+        return build()
+    except BaseException:
+        await _close_given(s)
+        raise
+
+
 async def tls_attach_server(
     s: Any, cert: CertSource, key: str | bytes | os.PathLike[str] | None, deadline: float = FOREVER
 ) -> TLSStream:
     """libdill's ``tls_attach_server(s, cert, key, deadline)``."""
-    return await TLSServerLayer(cert, key).attach(s, deadline)
+    layer = await _layer(s, lambda: TLSServerLayer(cert, key))
+    return await layer.attach(s, deadline)
 
 
 async def tls_attach_server_mem(
@@ -922,9 +953,10 @@ async def tls_attach_server_mem(
         tcp = await tls_detach(tls, after(10))
     """
     if mem is None:
-        await close_shielded(wrap_stream(s))
+        await _close_given(s)
         raise InvalidArgument("tls_attach_server_mem needs a memory block (see TLS_SIZE)")
-    return await TLSServerLayer(cert, key, mem=mem).attach(s, deadline)
+    layer = await _layer(s, lambda: TLSServerLayer(cert, key, mem=mem))
+    return await layer.attach(s, deadline)
 
 
 async def tls_attach_client(
@@ -937,7 +969,12 @@ async def tls_attach_client(
     session: ssl.SSLSession | None = None,
 ) -> TLSStream:
     """libdill's ``tls_attach_client(s, deadline)``, with the verification settings as keywords."""
-    layer = TLSClientLayer(context, server_hostname=server_hostname, alpn=alpn, session=session)
+    layer = await _layer(
+        s,
+        lambda: TLSClientLayer(
+            context, server_hostname=server_hostname, alpn=alpn, session=session
+        ),
+    )
     return await layer.attach(s, deadline)
 
 
@@ -953,10 +990,13 @@ async def tls_attach_client_mem(
 ) -> TLSStream:
     """libdill's ``tls_attach_client_mem(s, mem, deadline)``."""
     if mem is None:
-        await close_shielded(wrap_stream(s))
+        await _close_given(s)
         raise InvalidArgument("tls_attach_client_mem needs a memory block (see TLS_SIZE)")
-    layer = TLSClientLayer(
-        context, server_hostname=server_hostname, alpn=alpn, session=session, mem=mem
+    layer = await _layer(
+        s,
+        lambda: TLSClientLayer(
+            context, server_hostname=server_hostname, alpn=alpn, session=session, mem=mem
+        ),
     )
     return await layer.attach(s, deadline)
 

@@ -54,9 +54,20 @@ def _file_key(path: str) -> tuple[str, int, int]:
     return (os.path.abspath(path), st.st_mtime_ns, st.st_size)
 
 
+def _refuse_password() -> bytes:
+    raise InvalidArgument(
+        "the private key is encrypted: load it into an ssl.SSLContext yourself "
+        "(load_cert_chain(..., password=...)) and pass the context"
+    )
+
+
 def _load_chain(ctx: ssl.SSLContext, cert: str, key: str | None) -> None:
     try:
-        ctx.load_cert_chain(cert, key)
+        # Without a password callback OpenSSL would prompt for a pass phrase on the terminal,
+        # blocking the whole event loop: an encrypted key is EINVAL instead.
+        ctx.load_cert_chain(cert, key, password=_refuse_password)
+    except InvalidArgument:
+        raise
     except ssl.SSLError as exc:
         raise InvalidArgument(f"bad certificate or key: {exc.reason or exc}") from exc
     except OSError as exc:

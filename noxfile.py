@@ -1,8 +1,13 @@
-"""nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench``."""
+"""nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench`` (``nox`` runs lint and tests).
+
+Each session makes its own virtualenv; arguments after ``--`` go to the tool, e.g.
+``nox -s tests -- -k transports`` or ``nox -s bench -- --quick``.
+"""
 
 import nox
 
 nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
 
 
 @nox.session
@@ -14,11 +19,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check, mypy --strict."""
-    session.install("-e", ".[dev]")
+    """ruff check, ruff format --check, mypy --strict on the package."""
+    # test extras too: the testing kit inside the package imports pytest, and mypy checks it.
+    session.install("-e", ".[test,dev]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    session.run("mypy")
+    session.run("mypy", "--strict", "trio_tlsattach")
 
 
 @nox.session

@@ -252,18 +252,23 @@ class Handle:
     async def aclose(self) -> None:
         """Close this handle and everything below it, forcefully (libdill's ``hclose``).
 
-        Closing twice is fine. A layer attached above owns this handle: close that one instead.
+        Closing twice is fine, and so is closing a layer that was detached: that does nothing
+        (what it handed back belongs to the caller now). A layer attached above owns this
+        handle: close that one instead.
         """
-        if self._phase is Phase.CLOSED:
+        if self._phase is not Phase.OPEN:
             await trio.lowlevel.checkpoint()
             return
-        if self._owner is not None and self._phase is Phase.OPEN:
+        if self._owner is not None:
             raise BadHandle(f"{type(self).__name__} is owned by a layer above; close that one")
         await self._close_now()
 
     async def _close_now(self) -> None:
-        """Close regardless of ownership (the owner closing what it owns)."""
-        if self._phase is Phase.CLOSED:
+        """Close regardless of ownership (the owner closing what it owns).
+
+        A detached layer has nothing left to close: the handle below is no longer its own.
+        """
+        if self._phase is not Phase.OPEN:
             return
         self._phase = Phase.CLOSED
         self._owner = None
@@ -423,9 +428,9 @@ def as_writable_view(buffer: Any) -> memoryview:
         ) from None
     if view.readonly:
         raise InvalidArgument("receive_into needs a writable buffer")
+    if not view.c_contiguous:  # a strided 1-D byte view too (recv_into refuses it)
+        raise InvalidArgument("receive_into needs a C-contiguous buffer")
     if view.format != "B" or view.ndim != 1:
-        if not view.c_contiguous:
-            raise InvalidArgument("receive_into needs a C-contiguous buffer")
         view = view.cast("B")
     if not view:  # 0 bytes received would read as end of stream
         raise InvalidArgument("receive_into needs a buffer of at least one byte")

@@ -54,9 +54,10 @@ class StackError(OSError):
     def __init__(self, message: str = "") -> None:
         super().__init__(self.default_errno, message or _errno.errorcode[self.default_errno])
 
-    def __reduce__(self) -> tuple[type[StackError], tuple[str]]:
+    def __reduce__(self) -> tuple[type[StackError], tuple[str], dict[str, object]]:
         # OSError pickles as (errno, strerror); ours are constructed from the message alone.
-        return (type(self), (self.strerror or "",))
+        # The instance dict carries extra attributes (TLSError.reason) across.
+        return (type(self), (self.strerror or "",), dict(self.__dict__))
 
 
 @final

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar, final
 
-from ._base import Handle, Layer
+from ._base import Handle, Layer, close_shielded
 from ._deadline import FOREVER
 from ._errors import NotSupported
 from ._transports import wrap_stream
@@ -76,11 +76,16 @@ class ProtocolStack:
     async def push(self, layer: Layer[H], deadline: float = FOREVER) -> H:
         """Attach ``layer`` on top and return the new top.
 
-        The layer checks the kind of what is below (:class:`ProtocolMismatch` otherwise) and,
-        on any failure, closes the stack, as libdill does.
+        The layer checks the kind of what is below (:class:`ProtocolMismatch` otherwise). On any
+        failure, cancellation included, the stack is closed, as libdill does (even if the
+        layer's ``attach`` forgot to).
         """
         self._top._check()
-        attached = await layer.attach(self._top, deadline)
+        try:
+            attached = await layer.attach(self._top, deadline)
+        except BaseException:
+            await close_shielded(self._top)
+            raise
         self._top = attached
         return attached
 

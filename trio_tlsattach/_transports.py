@@ -32,7 +32,7 @@ import errno
 import os
 import socket
 from abc import abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any, Final, TypeVar, final
 
@@ -59,6 +59,7 @@ from ._errors import (
     NotSupported,
     ProtocolMismatch,
     SendAfterDone,
+    StackError,
 )
 
 __all__ = [
@@ -387,6 +388,19 @@ class PipeTransport(FdTransport):
         }
 
 
+@contextlib.contextmanager
+def _stream_errors(what: str) -> Iterator[None]:
+    """Trio's stream errors from a wrapped stream, as the errno table's (EBADF, ECONNRESET)."""
+    try:
+        yield
+    except StackError:
+        raise
+    except trio.ClosedResourceError as exc:
+        raise BadHandle(f"{what}: {str(exc) or 'the stream was closed'}") from exc
+    except trio.BrokenResourceError as exc:
+        raise ConnectionBroken(f"{what}: {str(exc) or 'the stream is broken'}") from exc
+
+
 @final
 class StreamTransport(ByteStream):
     """Any ``trio.abc.Stream`` adapted to the stack (memory streams, a foreign TLS stream...).
@@ -411,7 +425,7 @@ class StreamTransport(ByteStream):
         if self._pushback:
             await trio.lowlevel.checkpoint()
             return self._take_pushback(size)
-        with waiting(checked, "receive"):
+        with _stream_errors("receive"), waiting(checked, "receive"):
             return bytes(await self.stream.receive_some(size))
 
     async def _receive_into(
@@ -432,14 +446,15 @@ class StreamTransport(ByteStream):
             raise ConnectionBroken("an earlier send was interrupted part-way")
         with bytes_view(data) as view:
             try:
-                with waiting(checked, "send"):
+                with _stream_errors("send"), waiting(checked, "send"):
                     await self.stream.send_all(view)
             except (trio.Cancelled, trio.TooSlowError):
                 self._send_broken = bool(view)  # unknown how much went out
                 raise
 
     async def _wait_send_all_might_not_block(self) -> None:
-        await self.stream.wait_send_all_might_not_block()
+        with _stream_errors("send"):
+            await self.stream.wait_send_all_might_not_block()
 
     async def _send_eof(self, deadline: float = FOREVER) -> None:
         checked = check_deadline(deadline)
@@ -448,7 +463,7 @@ class StreamTransport(ByteStream):
         if self._send_done:
             await trio.lowlevel.checkpoint()
             return
-        with waiting(checked, "send_eof"):
+        with _stream_errors("send_eof"), waiting(checked, "send_eof"):
             await self.stream.send_eof()
         self._send_done = True
 

@@ -1,20 +1,30 @@
 """Testing kit for trio_tlsattach: fixtures, transport pairs, and the layer conformance check.
 
-The pytest plugin (registered as ``trio_tlsattach``) provides the fixtures ``tls_ca``,
-``tls_server_cert``, ``server_ssl_context``, ``client_ssl_context`` and ``transport_pair``.
-The runtime package never imports this module.
+* :func:`check_layer` runs Trio's stream conformance checks and libdill's attach/detach/deadline
+  contract on any layer; every layer's tests call it first.
+* :class:`PassThroughLayer` is a layer that changes nothing: the reference for writing one.
+* :func:`tcp_pair`, :func:`unix_pair`, ``TRANSPORT_PAIRS``, :func:`attach_both` and
+  :func:`tls_pair` build connected pairs outside fixtures.
+* The pytest plugin (entry point ``trio_tlsattach``, active once the package is installed)
+  provides the fixtures ``tls_ca``, ``tls_server_cert``, ``server_ssl_context``,
+  ``client_ssl_context`` and ``transport_pair``.
+
+The runtime package never imports this one.
 """
 
-from ._check import check_layer
+from ._check import AttachPair, TransportPairSpec, check_layer, close_stack_of
 from ._pairs import TRANSPORT_PAIRS, attach_both, tcp_pair, tls_pair, unix_pair
 from ._passthrough import PassThroughLayer, PassThroughStream
 
 __all__ = [
     "TRANSPORT_PAIRS",
+    "AttachPair",
     "PassThroughLayer",
     "PassThroughStream",
+    "TransportPairSpec",
     "attach_both",
     "check_layer",
+    "close_stack_of",
     "tcp_pair",
     "tls_pair",
     "unix_pair",

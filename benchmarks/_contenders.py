@@ -1,16 +1,27 @@
 """The contenders of the benchmark: our TLSStream, trio.SSLStream, asyncio (and uvloop).
 
-Each trio contender knows how to wrap a connected socket stream as a TLS client or server and
-how to drain bytes from it the way its users would: ``receive_into`` a reused buffer for ours,
-``receive_some`` for trio.SSLStream.
+Every contender uses the same certificate (one trustme CA and leaf per run, shared with child
+processes through a directory) and, within a process, the same two ``ssl.SSLContext`` objects:
+TLS 1.3 only, cipher suite pinned to ``TLS_AES_128_GCM_SHA256`` (see :func:`pin_cipher`).
+
+Each trio contender wraps a connected socket stream as a TLS client or server and drains bytes
+the way its users would: ``receive_into`` a reused buffer (ours), ``receive_some(size)`` (ours
+in its ``-some`` variant, and trio.SSLStream). asyncio and uvloop use an ``asyncio.Protocol``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import functools
+import multiprocessing
 import os
 import ssl
+import sys
 import tempfile
+import time
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -18,9 +29,12 @@ import trustme
 
 import trio_tlsattach as ta
 
+CIPHER = "TLS_AES_128_GCM_SHA256"
+LIMIT = 120.0  # seconds: no single run may hang the report longer than this
+Address = tuple[str, int] | str  # (host, port) for TCP, a path for a Unix socket
+
 
 def _cert_dir() -> str:
-    """One CA and leaf for the whole run, shared with child processes through a directory."""
     directory = os.environ.get("TLSATTACH_BENCH_CERTS")
     if directory is None:
         directory = tempfile.mkdtemp(prefix="tlsattach-bench-")
@@ -35,25 +49,64 @@ def _cert_dir() -> str:
 CERTS = _cert_dir()
 
 
-def server_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(os.path.join(CERTS, "leaf.pem"))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    return ctx
+# --- contexts and the pinned cipher -------------------------------------------------------------
 
 
-def client_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=os.path.join(CERTS, "ca.pem"))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    return ctx
+def pin_cipher(ctx: ssl.SSLContext) -> bool:
+    """Restrict ``ctx``'s TLS 1.3 suites to :data:`CIPHER`; False when that is not possible.
+
+    Python's ``ssl`` has no ``set_ciphersuites`` (``set_ciphers`` only governs TLS <= 1.2), so
+    this calls OpenSSL's ``SSL_CTX_set_ciphersuites`` through ctypes on the ``SSL_CTX *`` that
+    CPython keeps right after the object header of an ``SSLContext``. The pointer is checked
+    first: OpenSSL's ``SSL_CTX_get_options`` on it must equal ``ctx.options``.
+    """
+    if sys.implementation.name != "cpython":
+        return False
+    try:
+        lib = ctypes.CDLL(f"libssl.so.{ssl.OPENSSL_VERSION_INFO[0]}")
+    except OSError:
+        return False
+    lib.SSL_CTX_get_options.restype = ctypes.c_uint64
+    lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
+    lib.SSL_CTX_set_ciphersuites.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    address = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    if not address or lib.SSL_CTX_get_options(address) != int(ctx.options):
+        return False
+    if lib.SSL_CTX_set_ciphersuites(address, CIPHER.encode()) != 1:
+        return False
+    return [c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.3"] == [CIPHER]
+
+
+@functools.cache
+def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext, bool]:
+    """(server context, client context, pinned): one pair per process, shared by all."""
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(os.path.join(CERTS, "leaf.pem"))
+    client = ssl.create_default_context(cafile=os.path.join(CERTS, "ca.pem"))
+    pinned = True
+    for ctx in (server, client):
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+        pinned = pin_cipher(ctx) and pinned
+    return server, client, pinned
+
+
+# --- trio contenders ----------------------------------------------------------------------------
 
 
 class Ours:
-    name = "ours"
+    """Our TLSStream. ``resume``: keep the client layer's session cache (off by default, so
+    every handshake is a full one); ``some``: drain with ``receive_some`` not ``receive_into``."""
 
-    def __init__(self) -> None:
-        self.server_layer = ta.TLSServerLayer(server_context())
-        self.client_layer = ta.TLSClientLayer(client_context(), server_hostname="localhost")
+    def __init__(self, *, resume: bool = False, some: bool = False) -> None:
+        server_ctx, client_ctx, _ = contexts()
+        self.server_layer = ta.TLSServerLayer(server_ctx)
+        try:
+            self.client_layer = ta.TLSClientLayer(
+                client_ctx, server_hostname="localhost", session_cache=resume
+            )
+        except TypeError:  # a version from before the session cache (optimisation history)
+            self.client_layer = ta.TLSClientLayer(client_ctx, server_hostname="localhost")
+        self.some = some
 
     async def server(self, stream: trio.abc.Stream) -> Any:
         return await self.server_layer.attach(stream)
@@ -62,8 +115,15 @@ class Ours:
         return await self.client_layer.attach(stream)
 
     async def drain(self, tls: Any, total: int, size: int) -> None:
-        buf = bytearray(size)
         got = 0
+        if self.some:
+            while got < total:
+                data = await tls.receive_some(size)
+                if not data:
+                    raise EOFError
+                got += len(data)
+            return
+        buf = bytearray(size)
         while got < total:
             n = await tls.receive_into(buf)
             if not n:
@@ -71,24 +131,11 @@ class Ours:
             got += n
 
 
-class OursFresh(Ours):
-    """Ours without the client session cache: every handshake is a full one."""
-
-    name = "ours-full"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.client_layer = ta.TLSClientLayer(
-            client_context(), server_hostname="localhost", session_cache=False
-        )
-
-
 class Trio:
-    name = "trio.SSLStream"
+    """trio.SSLStream, on the same context objects."""
 
     def __init__(self) -> None:
-        self.sctx = server_context()
-        self.cctx = client_context()
+        self.sctx, self.cctx, _ = contexts()
 
     async def server(self, stream: trio.abc.Stream) -> Any:
         tls = trio.SSLStream(stream, self.sctx, server_side=True)
@@ -109,40 +156,210 @@ class Trio:
             got += len(data)
 
 
-TRIO_CONTENDERS = {"ours": Ours, "trio": Trio}
+TRIO_CONTENDERS: dict[str, Callable[[], Any]] = {
+    "ours": Ours,
+    "ours-some": functools.partial(Ours, some=True),
+    "ours-resume": functools.partial(Ours, resume=True),
+    "trio": Trio,
+}
+
+
+def asyncio_names() -> list[str]:
+    names = ["asyncio"]
+    try:
+        import uvloop  # noqa: F401
+
+        names.append("uvloop")
+    except ImportError:
+        pass
+    return names
+
+
+def run_asyncio(name: str, coro: Any) -> Any:
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+# --- a sender in a child process ----------------------------------------------------------------
+
+
+async def trio_connect(address: Address) -> trio.abc.Stream:
+    if isinstance(address, str):
+        return await trio.open_unix_socket(address)
+    return await trio.open_tcp_stream(*address)
+
+
+async def _trio_send(name: str, address: Address, total: int, size: int) -> None:
+    tls = await TRIO_CONTENDERS[name]().client(await trio_connect(address))
+    data = b"x" * size
+    for _ in range(total // size):
+        await tls.send_all(data)
+    # Close only once the receiver has closed: closing a socket with unread bytes (the
+    # server's session tickets) sends a RST, which can destroy data still in flight.
+    with trio.move_on_after(LIMIT):
+        try:
+            while await tls.receive_some(65536):
+                pass
+        except trio.BrokenResourceError:
+            pass
+        await tls.aclose()
+
+
+async def _asyncio_send(address: Address, total: int, size: int) -> None:
+    _, client_ctx, _ = contexts()
+    if isinstance(address, str):
+        reader, writer = await asyncio.open_unix_connection(
+            address, ssl=client_ctx, server_hostname="localhost"
+        )
+    else:
+        reader, writer = await asyncio.open_connection(
+            *address, ssl=client_ctx, server_hostname="localhost"
+        )
+    data = b"x" * size
+    for _ in range(total // size):
+        writer.write(data)
+        await writer.drain()
+    with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+        while await asyncio.wait_for(reader.read(65536), LIMIT):  # until the receiver closes
+            pass
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), 5)
+
+
+def sender_main(name: str, address: Address, total: int, size: int) -> None:
+    """A child process's life: connect, handshake, send ``total`` bytes, close."""
+    if name in ("asyncio", "uvloop"):
+        run_asyncio(name, _asyncio_send(address, total, size))
+    else:
+        trio.run(_trio_send, name, address, total, size)
+
+
+def start_sender(name: str, address: Address, total: int, size: int) -> Any:
+    child = multiprocessing.get_context("spawn").Process(
+        target=sender_main, args=(name, address, total, size), daemon=True
+    )
+    child.start()
+    return child
+
+
+# --- asyncio / uvloop ---------------------------------------------------------------------------
+
+
+class _Sink(asyncio.Protocol):
+    """Counts bytes; times from the handshake's end (connection_made) to the last byte."""
+
+    def __init__(self, total: int, done: asyncio.Future[float], counter: Any) -> None:
+        self.total, self.done, self.counter = total, done, counter
+        self.received = 0
+        self.start = 0.0
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.start = time.perf_counter()
+        if self.counter is not None:
+            self.counter.__enter__()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received >= self.total and not self.done.done():
+            if self.counter is not None:
+                self.counter.__exit__(None, None, None)
+            self.done.set_result(time.perf_counter() - self.start)
+
+
+async def _asyncio_server(
+    total: int, done: asyncio.Future[float], counter: Any, unix_path: str | None
+) -> tuple[Any, Address, list[_Sink]]:
+    """A TLS server whose connections are :class:`_Sink` s (listed in the third item)."""
+    loop = asyncio.get_running_loop()
+    server_ctx, _, _ = contexts()
+    sinks: list[_Sink] = []
+
+    def sink() -> _Sink:
+        sinks.append(_Sink(total, done, counter))
+        return sinks[-1]
+
+    if unix_path:
+        server = await loop.create_unix_server(sink, unix_path, ssl=server_ctx)
+        return server, unix_path, sinks
+    server = await loop.create_server(sink, "127.0.0.1", 0, ssl=server_ctx)
+    return server, ("127.0.0.1", server.sockets[0].getsockname()[1]), sinks
 
 
 async def asyncio_bulk(total: int, size: int, unix_path: str | None = None) -> float:
-    """Seconds for asyncio to move ``total`` bytes over TLS in one process (Protocol receiver)."""
+    """Seconds for asyncio to move ``total`` bytes over TLS in one process."""
+    total = total // size * size
     loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    received = 0
-
-    class Sink(asyncio.Protocol):
-        def data_received(self, data: bytes) -> None:
-            nonlocal received
-            received += len(data)
-            if received >= total and not done.done():
-                done.set_result(None)
-
-    if unix_path:
-        server = await loop.create_unix_server(Sink, unix_path, ssl=server_context())
-        _, writer = await asyncio.open_unix_connection(
-            unix_path, ssl=client_context(), server_hostname="localhost"
-        )
-    else:
-        server = await loop.create_server(Sink, "127.0.0.1", 0, ssl=server_context())
-        port = server.sockets[0].getsockname()[1]
-        _, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=client_context(), server_hostname="localhost"
-        )
-    chunk = b"x" * size
-    start = loop.time()
-    for _ in range(total // size):
-        writer.write(chunk)
-        await writer.drain()
-    await done
-    elapsed = loop.time() - start
-    writer.close()
+    done: asyncio.Future[float] = loop.create_future()
+    server, address, sinks = await _asyncio_server(total, done, None, unix_path)
+    sender = loop.create_task(_asyncio_send(address, total, size))
+    elapsed = await asyncio.wait_for(done, LIMIT)
+    sinks[0].transport.close()  # type: ignore[union-attr]
+    await sender
     server.close()
     return elapsed
+
+
+async def asyncio_receive_from_child(
+    name: str, total: int, size: int, unix_path: str | None, counter: Any = None
+) -> float:
+    """Seconds for an asyncio receiver to take ``total`` bytes from a sender in a child."""
+    total = total // size * size
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[float] = loop.create_future()
+    server, address, sinks = await _asyncio_server(total, done, counter, unix_path)
+    child = start_sender(name, address, total, size)
+    try:
+        elapsed = await asyncio.wait_for(done, LIMIT)
+        sinks[0].transport.close()  # type: ignore[union-attr]
+    finally:
+        server.close()
+        await loop.run_in_executor(None, child.join, 30)
+    return elapsed
+
+
+async def asyncio_handshakes(seconds: float) -> tuple[float, float]:
+    """Sequential handshakes on new TCP connections: (per second, CPU us per handshake)."""
+    loop = asyncio.get_running_loop()
+    server_ctx, client_ctx, _ = contexts()
+    accepted: list[asyncio.Future[asyncio.BaseTransport]] = []
+
+    class Accept(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted[-1].set_result(transport)  # called once the server's handshake is done
+
+    server = await loop.create_server(Accept, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    count = 0
+    cpu, start = time.process_time(), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        accepted.append(loop.create_future())
+        client, _ = await loop.create_connection(
+            asyncio.Protocol, "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
+        )
+        served = await asyncio.wait_for(accepted[-1], LIMIT)
+        accepted.clear()
+        client.close()
+        served.close()
+        count += 1
+    cpu, elapsed = time.process_time() - cpu, time.perf_counter() - start
+    server.close()
+    return count / elapsed, cpu / count * 1e6
+
+
+async def asyncio_cipher() -> str:
+    loop = asyncio.get_running_loop()
+    _, client_ctx, _ = contexts()
+    done: asyncio.Future[float] = loop.create_future()
+    server, address, _ = await _asyncio_server(1, done, None, None)
+    transport, _ = await loop.create_connection(
+        asyncio.Protocol, *address, ssl=client_ctx, server_hostname="localhost"
+    )
+    name, version, _ = transport.get_extra_info("cipher")
+    transport.close()
+    server.close()
+    return f"{version} {name}"

@@ -371,6 +371,15 @@ class ByteStream(Handle, trio.abc.HalfCloseableStream):
             return self._take_pushback_into(view)
         return None
 
+    def _send_nowait(self, data: bytes) -> int:
+        """For the owner: send what can go without waiting; return how many bytes went.
+
+        Fewer than ``len(data)`` means the owner must send the rest with ``_send_all`` before
+        anything else. Transports override this with one non-blocking system call; the default
+        sends nothing, so the owner always takes the waiting path.
+        """
+        return 0
+
     async def _wait_receivable(self, deadline: float) -> bool:
         """For the owner: wait until ``_receive_nowait`` can make progress.
 

@@ -62,7 +62,10 @@ def check_deadline(deadline: float) -> float:
 
     Called once at the top of every public operation, before anything is done.
     """
-    if deadline == -1 and type(deadline) is int:  # the common case, checked on every call
+    # The common cases first: this runs on every call, at every layer.
+    if type(deadline) is float and deadline >= 0:  # also inf; NaN fails ">="
+        return deadline
+    if deadline == -1 and type(deadline) is int:
         return math.inf
     if isinstance(deadline, bool) or not isinstance(deadline, int | float):
         raise InvalidArgumentType(f"deadline must be a number, not {type(deadline).__name__}")

@@ -109,6 +109,10 @@ _RECV_EOF: Final = 8
 _RECV_BROKEN: Final = 16
 
 
+_HOP: Final = tuple((high << 8) + 5 for high in range(256))
+"""Indexed by a record header's byte 3: the header's length plus the high byte of the body's."""
+
+
 def _record_sni(sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
     # The server side learns the client's SNI only through this callback.
     sslobj.tlsattach_sni = server_name
@@ -133,10 +137,11 @@ class TLSStream(AttachedMixin, ByteStream):
     """
 
     __slots__ = (
-        "_body_left", "_boundary", "_bytes_in", "_bytes_out", "_context", "_drained", "_fed",
-        "_flags", "_handshake_lock", "_header", "_https_compatible", "_incoming", "_outgoing",
-        "_receive_buffer", "_receive_conflict", "_record_view", "_recv_error", "_scratch",
-        "_send_conflict", "_send_error", "_server_side", "_session_sink", "_ssl", "_wire_lock",
+        "_bytes_in", "_bytes_out", "_context", "_drained", "_flags", "_handshake_lock",
+        "_https_compatible", "_incoming", "_outgoing", "_plaintext_pending", "_read",
+        "_receive_buffer", "_receive_conflict", "_record_view", "_records", "_recv_error",
+        "_scratch", "_scratch3", "_scratch4", "_send_conflict", "_send_error", "_server_side",
+        "_session_sink", "_skip", "_split_header", "_ssl", "_wire", "_wire_lock", "_write",
         "unread_data",
     )  # fmt: skip
 
@@ -155,6 +160,8 @@ class TLSStream(AttachedMixin, ByteStream):
         below = wrap_stream(transport_stream)
         if below.kind is not Kind.BYTES:
             raise ProtocolMismatch(f"TLS needs a byte stream; {below.label()} carries messages")
+        assert isinstance(below, ByteStream)
+        self._wire = below  # ``_below``, typed: the hot path's isinstance checks cost time
         if not isinstance(ssl_context, ssl.SSLContext):
             raise InvalidArgument("ssl_context must be an ssl.SSLContext")
         block = StateBlock.allocate(TLS_SIZE) if mem is None else StateBlock.claim(mem, TLS_SIZE)
@@ -177,6 +184,8 @@ class TLSStream(AttachedMixin, ByteStream):
         assert block.view is not None
         self._record_view = block.view[:HEADER_SIZE]
         self._scratch = block.view[HEADER_SIZE:]
+        self._scratch3 = block.view[HEADER_SIZE + 3 :]  # see _feed
+        self._scratch4 = block.view[HEADER_SIZE + 4 :]
         self._context = ssl_context
         self._server_side = server_side
         self._https_compatible = https_compatible
@@ -193,12 +202,20 @@ class TLSStream(AttachedMixin, ByteStream):
         )
         self._receive_buffer: bytearray | None = None
         self._session_sink: Callable[[ssl.SSLSession], None] | None = None
-        # Record-boundary tracking of the ciphertext handed to OpenSSL (see _feed).
-        self._fed = 0
+        # The C methods under ``SSLObject``'s Python wrappers, called once per record: the
+        # wrapper's frame costs as much as a small record's decryption. Same semantics.
+        raw: Any = getattr(self._ssl, "_sslobj", self._ssl)
+        self._read: Callable[[int, memoryview], int] = raw.read
+        self._write: Callable[[memoryview], int] = raw.write
+        self._plaintext_pending: Callable[[], int] = raw.pending
+        # Record tracking of the ciphertext handed to OpenSSL (see _feed): whole records not
+        # yet read (an upper bound: a record without application data, e.g. a session ticket,
+        # is taken by the read of the next one), bytes still to come of the record in progress,
+        # and the first bytes of a header cut by a read.
+        self._records = 0
+        self._skip = 0
+        self._split_header = b""
         self._drained = False  # the last read from below came back short
-        self._boundary = 0
-        self._body_left = 0
-        self._header = bytearray()
         self.unread_data = b""
         """Application data the peer sent before its close_notify that was still unread when
         :meth:`detach` ran (it is not merged into the plaintext stream below)."""
@@ -217,6 +234,8 @@ class TLSStream(AttachedMixin, ByteStream):
         # so the owner can resize or reuse it once the layer is closed or detached.
         self._record_view.release()
         self._scratch.release()
+        self._scratch3.release()
+        self._scratch4.release()
         super()._release()
 
     def _set(self, flag: int) -> None:
@@ -355,8 +374,7 @@ class TLSStream(AttachedMixin, ByteStream):
         Waits for readability first, then reads without waiting: a drained socket is not asked
         twice (each EAGAIN is an exception, the costliest thing on this path).
         """
-        below = self._below
-        assert isinstance(below, ByteStream)
+        below = self._wire
         try:
             while True:
                 if deadline != math.inf and deadline <= trio.current_time():
@@ -389,73 +407,82 @@ class TLSStream(AttachedMixin, ByteStream):
         return bool(got)
 
     def _feed(self, count: int) -> None:
-        """Hand ``count`` bytes of the scratch buffer to OpenSSL, tracking record boundaries.
+        """Hand ``count`` bytes of the scratch buffer to OpenSSL, counting whole records.
 
-        TLS records are a 5-byte header (type, version, 16-bit length) then the body. Knowing
-        where the last complete record ends tells, without asking OpenSSL (whose answer is an
-        exception), whether a read can make progress and whether we stand mid-record.
+        TLS records are a 5-byte header (type, version, 16-bit length) then the body. Hopping
+        from header to header tells, without asking OpenSSL (whose "no" is an exception), how
+        many whole records a read can take, and whether we stand mid-record. This runs once per
+        record received, so each hop is one line that allocates two ints: ``_HOP`` holds byte 3
+        of a header already shifted and plus 5, and ``_scratch3``/``_scratch4`` start 3 and 4
+        bytes in, so that ``d3[pos]`` is the header's byte 3 without computing ``pos + 3``.
         """
         data = self._scratch[:count]
         self._incoming.write(data)
-        base = self._fed
-        self._fed = base + count
-        i = 0
-        while i < count:
-            body = self._body_left
-            if body:
-                take = body if body <= count - i else count - i
-                i += take
-                self._body_left = body - take
-                if take == body:
-                    self._boundary = base + i
-            elif not self._header and count - i >= 5:
-                self._body_left = (data[i + 3] << 8) | data[i + 4]
-                i += 5
-                if not self._body_left:
-                    self._boundary = base + i
-            else:  # a header split across reads
-                piece = data[i : i + 5 - len(self._header)]
-                self._header += piece
-                i += len(piece)
-                if len(self._header) == 5:
-                    self._body_left = (self._header[3] << 8) | self._header[4]
-                    self._header.clear()
-                    if not self._body_left:
-                        self._boundary = base + i
-
-    def _record_ready(self) -> bool:
-        """True when OpenSSL holds decrypted bytes or an undecrypted whole record."""
-        return bool(self._ssl.pending()) or self._boundary > self._fed - self._incoming.pending
+        pos = self._skip
+        if self._split_header:  # a header cut by the previous read: join it first
+            need = 5 - len(self._split_header)
+            have = self._split_header + bytes(data[:need])
+            if len(have) < 5:
+                self._split_header = have
+                return
+            self._split_header = b""
+            pos = need + ((have[3] << 8) | have[4])  # where that record ends in this read
+        if pos > count:  # still inside the record begun earlier
+            self._skip = pos - count
+            return
+        whole = 1 if pos else 0  # the record begun earlier ends in this read
+        limit = count - 4
+        if pos < limit:
+            d3 = self._scratch3
+            d4 = self._scratch4
+            hop = _HOP
+            while pos < limit:
+                pos = pos + hop[d3[pos]] + d4[pos]
+                whole += 1
+        if pos > count:
+            whole -= 1
+            self._skip = pos - count
+        else:
+            self._skip = 0
+            if pos < count:
+                self._split_header = bytes(data[pos:count])
+        self._records += whole
 
     def _mid_record(self) -> bool:
         """True when part of a record has arrived but not all of it."""
-        return self._fed != self._boundary
+        return bool(self._skip or self._split_header)
 
     async def _flush(self, deadline: float) -> None:
-        """Send everything OpenSSL has produced, in order (see "Full duplex")."""
-        if not self._outgoing.pending:
+        """Send everything OpenSSL has produced, in order (see "Full duplex").
+
+        What the stream below accepts without waiting leaves at once; only a remainder waits.
+        """
+        outgoing = self._outgoing
+        if not outgoing.pending:
             return
+        below = self._wire
+        lock = self._wire_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()
         try:
-            self._wire_lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._wire_lock.acquire()
-        try:
-            data = self._outgoing.read()
-            if data:
-                await self._below._send_all(data, deadline, False)  # type: ignore[attr-defined]
+            data = outgoing.read()  # ours, and whatever another task made while we waited
+            sent = below._send_nowait(data) if data else 0
+            if sent < len(data):
+                await below._send_all(memoryview(data)[sent:], deadline, False)
         except BaseException:
             self._send_error = "a send was interrupted after TLS records were produced"
             self._set(_SEND_BROKEN)
             raise
         finally:
-            self._wire_lock.release()
+            lock.release()
 
     async def _flush_on_close(self) -> None:
         """Best effort: hand a last word (alert, close_notify) below without waiting long."""
         data = self._outgoing.read()
         if data and not self._wire_lock.locked():
-            assert isinstance(self._below, ByteStream)
-            await self._below._send_on_close(data)
+            await self._wire._send_on_close(data)
 
     # --- send side ----------------------------------------------------------------------------
 
@@ -477,23 +504,26 @@ class TLSStream(AttachedMixin, ByteStream):
                 if not self._flags & _HANDSHOOK:
                     await self._handshake(checked)
                     self._check_send()
-                write = self._ssl.write
-                for start in range(0, len(view), SEND_CHUNK):
+                write = self._write
+                size = len(view)
+                start = 0
+                while start < size:
                     try:
-                        write(view[start : start + SEND_CHUNK])
+                        write(view if size <= SEND_CHUNK else view[start : start + SEND_CHUNK])
                     except ssl.SSLError as exc:
                         self._send_error = f"TLS error while sending: {exc.reason}"
                         self._set(_SEND_BROKEN)
                         raise TLSError.from_ssl(exc, "send failed") from exc
                     await self._flush(checked)
-                self._bytes_out += len(view)
+                    start += SEND_CHUNK
+                self._bytes_out += size
             if checkpoint:
                 await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _wait_send_all_might_not_block(self) -> None:
         with self._send_conflict:
             self._check_send()
-            await self._below._wait_send_all_might_not_block()  # type: ignore[attr-defined]
+            await self._wire._wait_send_all_might_not_block()
 
     # --- receive side -------------------------------------------------------------------------
 
@@ -508,35 +538,42 @@ class TLSStream(AttachedMixin, ByteStream):
         Returns the count (0 only at the peer's close_notify), or None when nothing at all
         could be had. An error after some bytes were delivered is kept for the next call.
         """
-        filled = 0
-        size = len(view)
-        read = self._ssl.read
+        rest = view  # the part of the caller's buffer still empty
+        read = self._read
+        plaintext_pending = self._plaintext_pending
         while True:
             try:
-                # Only call into OpenSSL when a whole record is there: an SSLWantReadError
-                # costs more than decrypting a small record.
-                while filled < size and self._record_ready():
-                    n: int = read(size - filled, view[filled:])  # type: ignore[assignment]
+                # Only call into OpenSSL when it has plaintext or a whole record: its "want
+                # more" is an exception, which costs more than decrypting a small record.
+                while rest:
+                    if not plaintext_pending():
+                        if not self._records:
+                            break
+                        self._records -= 1
+                    n = read(0, rest)  # 0: as much as fits in ``rest``
                     if not n:
                         self._set(_RECV_EOF)
-                        return filled
-                    filled += n
-                if filled == size:
-                    return filled
+                        return len(view) - len(rest)
+                    rest = rest[n:]
+                if not rest:
+                    return len(view)
             except ssl.SSLWantReadError:
-                pass  # a record that carried no application data (e.g. a session ticket)
+                # The count was high: a record without application data (e.g. a session
+                # ticket) went with the read of the next one.
+                self._records = 0
             except ssl.SSLZeroReturnError:
                 self._set(_RECV_EOF)
-                return filled
+                return len(view) - len(rest)
             except ssl.SSLError as exc:
                 self._recv_error = (TLSError, f"bad record or alert: {exc.reason or exc}")
                 self._set(_RECV_BROKEN)
-                if filled:
-                    return filled
+                if len(rest) < len(view):
+                    return len(view) - len(rest)
                 raise TLSError.from_ssl(exc, "receive failed") from exc
+            filled = len(view) - len(rest)
             if self._drained:  # the last read was short: the socket is empty, do not ask again
                 return filled or None
-            got = self._below._receive_nowait(self._scratch)  # type: ignore[attr-defined]
+            got = self._wire._receive_nowait(self._scratch)
             if got is None:
                 self._drained = True
                 return filled or None

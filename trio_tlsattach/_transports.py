@@ -114,6 +114,7 @@ class FdTransport(ByteStream):
         )
         self._send_done = False
         self._send_broken = False
+        self._send_begun = False  # _send_nowait sent part of a write whose rest is owed
 
     # What a subclass supplies: non-blocking primitives (raise BlockingIOError when not ready)
     # and the objects trio.lowlevel waits on.
@@ -127,7 +128,7 @@ class FdTransport(ByteStream):
     def _recv_now(self, max_bytes: int) -> bytes: ...
 
     @abstractmethod
-    def _send_now(self, view: memoryview) -> int: ...
+    def _send_now(self, view: bytes | memoryview) -> int: ...
 
     @abstractmethod
     def _shutdown_write(self) -> None: ...
@@ -183,6 +184,19 @@ class FdTransport(ByteStream):
             return None
         except OSError as exc:
             raise translate_os_error(exc, "receive") from exc
+
+    def _send_nowait(self, data: bytes) -> int:
+        self._check_send()
+        try:
+            sent = self._send_now(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise translate_os_error(exc, "send") from exc
+        # A part sent: the owner sends the rest next, and an interruption then leaves the peer
+        # with a cut write, so _send_all counts it as begun.
+        self._send_begun = sent < len(data)
+        return sent
 
     async def _send_on_close(self, data: bytes) -> None:
         if self._send_done or self._send_broken:
@@ -243,9 +257,11 @@ class FdTransport(ByteStream):
                         except OSError as exc:
                             raise translate_os_error(exc, "send") from exc
                 except BaseException:
-                    if sent:
+                    if sent or self._send_begun:
                         self._send_broken = True
                     raise
+                finally:
+                    self._send_begun = False
             if checkpoint and not waited:
                 await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -315,7 +331,7 @@ class SocketTransport(FdTransport):
     def _recv_now(self, max_bytes: int) -> bytes:
         return self.socket.recv(max_bytes)
 
-    def _send_now(self, view: memoryview) -> int:
+    def _send_now(self, view: bytes | memoryview) -> int:
         return self.socket.send(view)
 
     def _shutdown_write(self) -> None:
@@ -363,7 +379,7 @@ class PipeTransport(FdTransport):
     def _recv_now(self, max_bytes: int) -> bytes:
         return os.read(self._read_waitable, max_bytes)
 
-    def _send_now(self, view: memoryview) -> int:
+    def _send_now(self, view: bytes | memoryview) -> int:
         return os.write(self._write_waitable, view)
 
     def _shutdown_write(self) -> None:

@@ -1,0 +1,144 @@
+"""The TLS receive path's record tracking: records cut anywhere by the stream below.
+
+The receive side counts whole records from their headers (``TLSStream._feed``) to decide when
+to call OpenSSL and whether a timeout fell mid-record. These tests cut the ciphertext at every
+offset, including inside the 5-byte headers, and mix record sizes.
+"""
+
+import errno
+import random
+
+import pytest
+import trio
+import trio.testing
+import trustme
+
+import trio_tlsattach as ta
+from trio_tlsattach.testing import tls_pair
+
+
+class Trickle(trio.abc.HalfCloseableStream):
+    """A memory stream whose receives return at most ``sizes()`` bytes each: chosen cuts."""
+
+    def __init__(self, inner: trio.abc.HalfCloseableStream, sizes: random.Random | int) -> None:
+        self.inner = inner
+        self.sizes = sizes
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        cap = self.sizes if isinstance(self.sizes, int) else self.sizes.randint(1, 40_000)
+        return await self.inner.receive_some(min(max_bytes or cap, cap))
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def _trickled_pair(
+    ca: trustme.CA, cert: trustme.LeafCert, sizes: random.Random | int
+) -> tuple[ta.TLSStream, ta.TLSStream]:
+    a, b = trio.testing.memory_stream_pair()
+    return await tls_pair(a, Trickle(b, sizes), ca, cert)
+
+
+async def _send_and_check(
+    sender: ta.TLSStream, receiver: ta.TLSStream, writes: list[bytes], read_sizes: random.Random
+) -> None:
+    expected = b"".join(writes)
+
+    async def send() -> None:
+        for block in writes:
+            await sender.send_all(block)
+
+    got = bytearray()
+    with trio.fail_after(60):  # a miscounted record shows as a hang
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            while len(got) < len(expected):
+                buf = bytearray(read_sizes.randint(1, 70_000))
+                n = await receiver.receive_into(buf)
+                assert n > 0
+                got += buf[:n]
+    assert got == expected
+
+
+async def test_one_byte_at_a_time_cuts_every_header_everywhere(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    client, server = await _trickled_pair(tls_ca, tls_server_cert, 1)
+    writes = [b"a", b"bc" * 150, b"d" * 700, b"", b"e" * 5, b"f" * 1200]
+    async with client, server:
+        await _send_and_check(client, server, writes, random.Random(1))
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_random_cuts_random_records_random_reads(
+    seed: int, tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    rnd = random.Random(seed)
+    client, server = await _trickled_pair(tls_ca, tls_server_cert, random.Random(seed + 100))
+    # Record sizes from 1 byte to several full records per write.
+    writes = [rnd.randbytes(rnd.choice([1, 2, 5, 17, 300, 16_383, 16_384, 16_385, 50_000]))
+              for _ in range(60)]  # fmt: skip
+    async with client, server:
+        await _send_and_check(client, server, writes, rnd)
+
+
+async def test_session_tickets_between_records_cut_anywhere(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """The client's receive meets records without application data (TLS 1.3 tickets) first:
+    the whole-record count is then too high, which must cost no byte and no hang."""
+    a, b = trio.testing.memory_stream_pair()
+    client, server = await tls_pair(Trickle(a, 3), b, tls_ca, tls_server_cert)
+    async with client, server:
+        rnd = random.Random(9)
+        writes = [rnd.randbytes(rnd.randint(1, 3000)) for _ in range(20)]
+        await _send_and_check(server, client, writes, rnd)
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 4, 5, 6, 1020])
+async def test_timeout_mid_record_at_every_cut_breaks_receiving(
+    cut: int,
+    autojump_clock: trio.testing.MockClock,
+    tls_ca: trustme.CA,
+    tls_server_cert: trustme.LeafCert,
+) -> None:
+    a, b = ta.socketpair()
+    client, server = await tls_pair(a, b, tls_ca, tls_server_cert)
+    client._ssl.write(b"y" * 1000)
+    record = client._outgoing.read()
+    assert len(record) > cut
+    await a._send_all(record[:cut], ta.FOREVER)
+    with pytest.raises(ta.DeadlineExceeded):
+        await server.receive_some(10, ta.after(1))
+    with pytest.raises(ta.ConnectionBroken) as info:
+        await server.receive_some(10)
+    assert info.value.errno == errno.ECONNRESET
+    await client.aclose()
+    await server.aclose()
+
+
+async def test_timeout_after_whole_records_keeps_receiving(
+    autojump_clock: trio.testing.MockClock, tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """Records taken in one byte at a time, then a timeout: nothing is mid-record."""
+    client, server = await _trickled_pair(tls_ca, tls_server_cert, 1)
+    async with client, server:
+        await client.send_all(b"one")
+        await client.send_all(b"two")
+        got = bytearray()
+        while len(got) < 6:
+            got += await server.receive_some(10)
+        assert got == b"onetwo"
+        with pytest.raises(ta.DeadlineExceeded):
+            await server.receive_some(10, ta.after(1))
+        await client.send_all(b"three")
+        assert await server.receive_some(10) == b"three"

@@ -197,8 +197,21 @@ def test_default_pool_block_size_is_tls_size() -> None:
     block.release()
 
 
-def test_tls_size_is_documented_and_large_enough() -> None:
-    assert ta.TLS_SIZE >= HEADER_SIZE + 4 * (16384 + 256)
+def test_tls_size_holds_the_record_and_blocks_share_pages() -> None:
+    assert ta.TLS_SIZE >= HEADER_SIZE >= STATE_RECORD.size
+    assert mmap.PAGESIZE % ta.TLS_SIZE == 0  # an idle connection costs a slice of a page
+
+
+def test_allocated_blocks_are_the_librarys_own() -> None:
+    """Blocks for the non-``_mem`` calls skip the overlap registry, and release cleanly."""
+    blocks = [StateBlock.allocate(ta.TLS_SIZE) for _ in range(3)]
+    assert len({block._start for block in blocks}) == 3
+    for block in blocks:
+        assert block.view is not None
+        assert block.view.nbytes == ta.TLS_SIZE
+        block.release()
+        block.release()  # idempotent
+        assert block.released
 
 
 def test_a_dropped_lease_does_not_pin_its_range() -> None:

@@ -26,12 +26,15 @@ Block layout (fixed, little-endian; see :data:`STATE_RECORD`)::
     16      8     bytes_out    plaintext bytes accepted from the user
     24      8     deadline     the deadline of the operation in progress (inf when none)
     32      32    reserved
-    64      ...   scratch      layer-defined (TLS: the ciphertext receive buffer)
+    64      ...   layer-defined (TLS: reserved, so later versions need no larger TLS_SIZE)
 
-:class:`StateBlockPool` carves one anonymous ``mmap`` arena into equal blocks. Pages of an
-anonymous mapping are only backed by RAM once touched, so an idle connection costs the pages its
-handshake touched, not the whole block. ``acquire()`` raises :class:`OutOfStateBlocks` (ENOMEM)
-when every block is leased: that is the admission control a server wants.
+Blocks are small on purpose: many blocks share a page, so an idle connection costs a few hundred
+bytes, not a page. Transient buffers (TLS's ciphertext receive buffer) are not per connection:
+they are lent for the length of one synchronous step from a free list (see ``_tls``).
+
+:class:`StateBlockPool` carves one anonymous ``mmap`` arena into equal blocks. ``acquire()``
+raises :class:`OutOfStateBlocks` (ENOMEM) when every block is leased: that is the admission
+control a server wants.
 """
 
 from __future__ import annotations
@@ -52,11 +55,9 @@ __all__ = ["HEADER_SIZE", "STATE_RECORD", "TLS_SIZE", "StateBlock", "StateBlockP
 HEADER_SIZE: Final = 64
 """Bytes at the start of every block reserved for the fixed state record."""
 
-TLS_SIZE: Final = 131072
-"""Minimum size of a TLS layer's memory block: the 64-byte state record, then a 131008-byte
-ciphertext receive buffer (seven full TLS records and more), so one ``recv_into`` takes in all
-the records of a 64 KiB write and a wake-up drains most of a socket buffer at once. Pages of the
-block are only backed by RAM once touched, so an idle connection costs about one page."""
+TLS_SIZE: Final = 256
+"""Minimum size of a TLS layer's memory block: the 64-byte state record and room reserved for
+later versions. Sixteen blocks share a 4 KiB page, so a pool of 10,000 costs 2.5 MiB."""
 
 STATE_RECORD: Final = struct.Struct("<BBHIQQd")
 """The fixed-layout part of the state record (phase, flags, kind, reserved, bytes_in,
@@ -132,7 +133,7 @@ class StateBlock:
     ``view`` is the leased memory; :meth:`release` gives it back (idempotent).
     """
 
-    __slots__ = ("__weakref__", "_claimed", "_on_release", "_start", "size", "view")
+    __slots__ = ("__weakref__", "_claimed", "_on_release", "_registered", "_start", "size", "view")
 
     def __init__(
         self,
@@ -140,6 +141,7 @@ class StateBlock:
         size: int,
         *,
         on_release: Callable[[], None] | None = None,
+        _library_owned: bool = False,
     ) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < HEADER_SIZE:
             raise InvalidArgument(f"block size must be an int >= {HEADER_SIZE}, not {size!r}")
@@ -167,7 +169,8 @@ class StateBlock:
         self.view: memoryview | None = view
         self.size = size
         self._start = _address_of(view)
-        if not _register(self):
+        self._registered = not _library_owned  # nobody else can hold the library's memory
+        if self._registered and not _register(self):
             self.view = None
             view.release()
             raise InvalidArgument("mem overlaps a block that a live layer still uses")
@@ -195,8 +198,10 @@ class StateBlock:
 
     @classmethod
     def allocate(cls, size: int) -> StateBlock:
-        """A fresh block in its own anonymous mapping (the non-``_mem`` attach functions)."""
-        return cls.claim(mmap.mmap(-1, size), size)
+        """A fresh block of the library's own (the non-``_mem`` attach functions)."""
+        block = cls(bytearray(size), size, _library_owned=True)
+        block._claimed = True
+        return block
 
     @property
     def released(self) -> bool:
@@ -208,7 +213,8 @@ class StateBlock:
         view, self.view = self.view, None
         if view is None:
             return
-        _forget(self._start)
+        if self._registered:
+            _forget(self._start)
         view.release()
         if self._on_release is not None:
             self._on_release()

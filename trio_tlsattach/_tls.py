@@ -77,7 +77,7 @@ from ._errors import (
     StackError,
     TLSError,
 )
-from ._mem import HEADER_SIZE, STATE_RECORD, TLS_SIZE, StateBlock, StateBlockPool
+from ._mem import STATE_RECORD, TLS_SIZE, StateBlock, StateBlockPool
 from ._tlsconfig import CertSource, client_context, server_context
 from ._transports import begin_attach, bytes_view, wrap_stream
 
@@ -108,6 +108,15 @@ _SEND_BROKEN: Final = 4
 _RECV_EOF: Final = 8
 _RECV_BROKEN: Final = 16
 
+
+SCRATCH_SIZE: Final = 128 * 1024
+"""Ciphertext taken from the stream below per read: eight full TLS records, so one read takes
+in all the records of a 64 KiB write and a wake-up drains most of a socket buffer at once."""
+
+# Scratch buffers lent for one synchronous step (see "Memory"). A list, not one buffer: TLS in
+# TLS nests these steps, and threads each running Trio share the list (pop and append are
+# atomic). Its length is the deepest nesting seen, not the number of connections.
+_spare_scratch: list[memoryview] = []
 
 _HOP: Final = tuple((high << 8) + 5 for high in range(256))
 """Indexed by a record header's byte 3: the header's length plus the high byte of the body's."""
@@ -140,9 +149,8 @@ class TLSStream(AttachedMixin, ByteStream):
         "_bytes_in", "_bytes_out", "_context", "_drained", "_flags", "_handshake_lock",
         "_https_compatible", "_incoming", "_outgoing", "_plaintext_pending", "_read",
         "_receive_buffer", "_receive_conflict", "_record_view", "_records", "_recv_error",
-        "_scratch", "_scratch3", "_scratch4", "_send_conflict", "_send_error", "_server_side",
-        "_session_sink", "_skip", "_split_header", "_ssl", "_wire", "_wire_lock", "_write",
-        "unread_data",
+        "_send_conflict", "_send_error", "_server_side", "_session_sink", "_skip",
+        "_split_header", "_ssl", "_wait_buffer", "_wire", "_wire_lock", "_write", "unread_data",
     )  # fmt: skip
 
     def __init__(
@@ -181,11 +189,6 @@ class TLSStream(AttachedMixin, ByteStream):
             block.release()
             raise InvalidArgument(f"cannot start TLS: {exc}") from exc
         self._bind(below, block)
-        assert block.view is not None
-        self._record_view = block.view[:HEADER_SIZE]
-        self._scratch = block.view[HEADER_SIZE:]
-        self._scratch3 = block.view[HEADER_SIZE + 3 :]  # see _feed
-        self._scratch4 = block.view[HEADER_SIZE + 4 :]
         self._context = ssl_context
         self._server_side = server_side
         self._https_compatible = https_compatible
@@ -194,8 +197,11 @@ class TLSStream(AttachedMixin, ByteStream):
         self._bytes_out = 0
         self._recv_error: tuple[type[StackError], str] | None = None
         self._send_error: str | None = None
-        self._handshake_lock: trio.Lock | None = trio.Lock()  # dropped once handshaken
-        self._wire_lock = trio.Lock()
+        # Made when first needed and dropped when free again: most connections never need
+        # them, and an idle connection should cost little (see "Memory").
+        self._handshake_lock: trio.Lock | None = None
+        self._wire_lock: trio.Lock | None = None
+        self._wait_buffer: memoryview | None = None  # for streams below that cannot poll
         self._send_conflict = ConflictDetector("another task is already sending on this stream")
         self._receive_conflict = ConflictDetector(
             "another task is already receiving on this stream"
@@ -224,24 +230,17 @@ class TLSStream(AttachedMixin, ByteStream):
     # --- state record -------------------------------------------------------------------------
 
     def _save_record(self, deadline: float) -> None:
+        view = None if self._block is None else self._block.view
+        if view is None:  # released: closed or detached
+            return
         STATE_RECORD.pack_into(
-            self._record_view, 0, int(self._phase), self._flags, _LAYER_ID, 0,
+            view, 0, int(self._phase), self._flags, _LAYER_ID, 0,
             self._bytes_in, self._bytes_out, float(deadline),
         )  # fmt: skip
 
-    def _release(self) -> None:
-        # Our slices of the block count as exports of the caller's buffer: drop them first,
-        # so the owner can resize or reuse it once the layer is closed or detached.
-        self._record_view.release()
-        self._scratch.release()
-        self._scratch3.release()
-        self._scratch4.release()
-        super()._release()
-
     def _set(self, flag: int) -> None:
         self._flags |= flag
-        if self._block is not None:
-            self._save_record(FOREVER)
+        self._save_record(FOREVER)
 
     # --- properties and typed attributes (trio.SSLStream's names) ----------------------------
 
@@ -336,9 +335,11 @@ class TLSStream(AttachedMixin, ByteStream):
         await self._handshake(checked)
 
     async def _handshake(self, deadline: float) -> None:
-        lock = self._handshake_lock
-        if lock is None:
+        if self._flags & _HANDSHOOK:
             return
+        lock = self._handshake_lock
+        if lock is None:  # the first task here; others queue on it
+            lock = self._handshake_lock = trio.Lock()
         async with lock:
             while not self._flags & _HANDSHOOK:
                 try:
@@ -381,16 +382,20 @@ class TLSStream(AttachedMixin, ByteStream):
                     # A passed deadline (IMMEDIATE) fails at the first wait even when bytes
                     # are there, and ``_drained`` may be stale (set by the last short read):
                     # look once without waiting, so IMMEDIATE does what can be done.
-                    maybe = below._receive_nowait(self._scratch)
-                    if maybe is not None:
-                        got = maybe
+                    got = self._take_nowait()
+                    if got is not None:
                         break
                 if not await below._wait_receivable(deadline):
-                    got = await below._receive_into(self._scratch, deadline, False)
+                    buffer = self._wait_buffer
+                    if buffer is None:
+                        buffer = self._wait_buffer = memoryview(bytearray(DEFAULT_RECEIVE_SIZE))
+                    got = await below._receive_into(buffer, deadline, False)
+                    self._drained = got < len(buffer)
+                    if got:
+                        self._feed(buffer, got)
                     break
-                maybe = below._receive_nowait(self._scratch)
-                if maybe is not None:
-                    got = maybe
+                got = self._take_nowait()
+                if got is not None:
                     break
         except (trio.Cancelled, DeadlineExceeded):
             if self._mid_record() and during == "receive":
@@ -401,22 +406,38 @@ class TLSStream(AttachedMixin, ByteStream):
             self._recv_error = (ConnectionBroken, f"the stream below failed: {exc.strerror}")
             self._set(_RECV_BROKEN)
             raise
-        self._drained = got < len(self._scratch)
-        if got:
-            self._feed(got)
         return bool(got)
 
-    def _feed(self, count: int) -> None:
-        """Hand ``count`` bytes of the scratch buffer to OpenSSL, counting whole records.
+    def _take_nowait(self) -> int | None:
+        """Move what the stream below has now into ``_incoming``: the count, None if nothing.
+
+        The ciphertext passes through a lent scratch buffer (see "Memory"), held for this
+        synchronous step only; a layer below that is TLS too borrows its own.
+        """
+        scratch = _spare_scratch.pop() if _spare_scratch else memoryview(bytearray(SCRATCH_SIZE))
+        try:
+            got = self._wire._receive_nowait(scratch)
+            if got is None:
+                self._drained = True
+            else:
+                self._drained = got < SCRATCH_SIZE
+                if got:
+                    self._feed(scratch, got)
+            return got
+        finally:
+            _spare_scratch.append(scratch)
+
+    def _feed(self, scratch: memoryview, count: int) -> None:
+        """Hand the first ``count`` bytes of ``scratch`` to OpenSSL, counting whole records.
 
         TLS records are a 5-byte header (type, version, 16-bit length) then the body. Hopping
         from header to header tells, without asking OpenSSL (whose "no" is an exception), how
         many whole records a read can take, and whether we stand mid-record. This runs once per
         record received, so each hop is one line that allocates two ints: ``_HOP`` holds byte 3
-        of a header already shifted and plus 5, and ``_scratch3``/``_scratch4`` start 3 and 4
-        bytes in, so that ``d3[pos]`` is the header's byte 3 without computing ``pos + 3``.
+        of a header already shifted and plus 5, and the views ``d3``/``d4`` start 3 and 4 bytes
+        in, so that ``d3[pos]`` is the header's byte 3 without computing ``pos + 3``.
         """
-        data = self._scratch[:count]
+        data = scratch[:count]
         self._incoming.write(data)
         pos = self._skip
         if self._split_header:  # a header cut by the previous read: join it first
@@ -433,8 +454,8 @@ class TLSStream(AttachedMixin, ByteStream):
         whole = 1 if pos else 0  # the record begun earlier ends in this read
         limit = count - 4
         if pos < limit:
-            d3 = self._scratch3
-            d4 = self._scratch4
+            d3 = scratch[3:]
+            d4 = scratch[4:]
             hop = _HOP
             while pos < limit:
                 pos = pos + hop[d3[pos]] + d4[pos]
@@ -462,26 +483,37 @@ class TLSStream(AttachedMixin, ByteStream):
             return
         below = self._wire
         lock = self._wire_lock
-        if lock.locked():
+        if lock is not None:  # another task is part-way through sending: queue behind it
             await lock.acquire()
-        else:
-            lock.acquire_nowait()
         try:
-            data = outgoing.read()  # ours, and whatever another task made while we waited
-            sent = below._send_nowait(data) if data else 0
-            if sent < len(data):
-                await below._send_all(memoryview(data)[sent:], deadline, False)
+            if lock is None:
+                # Nobody is mid-send and nothing is awaited before the bytes are handed below,
+                # so no other task's records can overtake ours: no lock needed.
+                data = outgoing.read()
+                sent = below._send_nowait(data)
+                if sent == len(data):
+                    return
+                lock = self._wire_lock = trio.Lock()
+                lock.acquire_nowait()
+                rest = memoryview(data)[sent:]
+            else:
+                rest = memoryview(outgoing.read())  # whatever was made while we waited
+            if rest:
+                await below._send_all(rest, deadline, False)
         except BaseException:
             self._send_error = "a send was interrupted after TLS records were produced"
             self._set(_SEND_BROKEN)
             raise
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
+                if not lock.locked():  # nobody queued behind us: back to the lock-free state
+                    self._wire_lock = None
 
     async def _flush_on_close(self) -> None:
         """Best effort: hand a last word (alert, close_notify) below without waiting long."""
         data = self._outgoing.read()
-        if data and not self._wire_lock.locked():
+        if data and self._wire_lock is None:  # else a send is part-way: do not cut into it
             await self._wire._send_on_close(data)
 
     # --- send side ----------------------------------------------------------------------------
@@ -573,15 +605,12 @@ class TLSStream(AttachedMixin, ByteStream):
             filled = len(view) - len(rest)
             if self._drained:  # the last read was short: the socket is empty, do not ask again
                 return filled or None
-            got = self._wire._receive_nowait(self._scratch)
+            got = self._take_nowait()
             if got is None:
-                self._drained = True
                 return filled or None
-            self._drained = got < len(self._scratch)
             if not got:
                 self._transport_eof()
                 return filled or (0 if self._flags & _RECV_EOF else None)
-            self._feed(got)
 
     def _transport_eof(self) -> None:
         if self._mid_record():

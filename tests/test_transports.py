@@ -468,3 +468,49 @@ async def test_open_pipe_close_fds_false_leaves_them_open() -> None:
     assert os.read(r, 1) == b"x"
     os.close(r)
     os.close(w)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", b"127.0.0.1", "::1", "localhost"])
+async def test_open_tcp_by_address_or_name(host: str | bytes) -> None:
+    family = socket.AF_INET6 if host == "::1" else socket.AF_INET
+    if family == socket.AF_INET6 and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        listeners = await trio.open_tcp_listeners(0, host="::1" if host == "::1" else "127.0.0.1")
+    except OSError:
+        pytest.skip("no loopback for this family")
+    port = listeners[0].socket.getsockname()[1]
+    client = await ta.open_tcp(host, port)
+    server = await listeners[0].accept()
+    async with client, server:
+        assert client.socket.family == family
+        assert client.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        await client.send_all(b"hi")
+        assert await server.receive_some(10) == b"hi"
+    await listeners[0].aclose()
+
+
+async def test_open_tcp_deadline_while_the_peer_never_answers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        # Fill the accept queue: the kernel then drops further SYNs, and connect hangs.
+        held = []
+        try:
+            for _ in range(8):
+                s = socket.socket()
+                s.setblocking(False)
+                s.connect_ex(("127.0.0.1", port))
+                held.append(s)
+            await trio.sleep(0.1)
+            start = trio.current_time()
+            with pytest.raises(ta.DeadlineExceeded):
+                for _ in range(8):  # in case the queue had room for one more
+                    (await ta.open_tcp("127.0.0.1", port, deadline=ta.after(5))).socket.close()
+            assert trio.current_time() - start == pytest.approx(5, abs=1)
+        finally:
+            for s in held:
+                s.close()

@@ -8,19 +8,25 @@ OpenSSL's output is drained from ``_outgoing`` and sent below. The stream below 
 through the byte-stream interface, so TLS can sit on a socket, a pipe, a memory stream or
 another TLS layer (TLS in TLS).
 
-Where the state lives. The caller's memory block (at least ``TLS_SIZE`` bytes, see ``_mem``)
-holds the fixed state record (phase, direction flags, byte counters, current deadline) and,
-after it, the *ciphertext receive buffer*: every ``recv_into`` of the transport lands there
-and goes from there into ``_incoming``, so steady-state receiving allocates nothing per record.
-OpenSSL's own objects live on OpenSSL's heap, as they must.
+Memory. The caller's block (at least ``TLS_SIZE`` bytes, see ``_mem``) holds the fixed state
+record (phase, direction flags, byte counters, current deadline). Nothing else is per connection
+but OpenSSL's objects and a few small Python ones: an idle connection should cost less than one
+on ``trio.SSLStream``. Ciphertext read from below lands in a 128 KiB *scratch buffer* lent from a
+free list for one synchronous step (read, then copy into ``_incoming``) and given back before any
+await, so steady-state receiving allocates nothing per record and a thousand idle connections
+share one buffer. TLS in TLS nests those steps, so each level borrows its own. Streams below that
+cannot be polled (memory streams, a TLS layer) are read with an await, into a per-connection
+buffer made on first use. The locks (handshake, wire) are also made only when two tasks meet.
 
 The fast path (why this beats ``trio.SSLStream``). A receive first decrypts every whole record
 already buffered *straight into the caller's buffer* (``SSLObject.read(n, buffer)``); while the
 caller's buffer is not full it pulls more ciphertext from the stream below *without waiting*
 (``_receive_nowait``) and decrypts again. Only when nothing at all is available does it wait,
 and then the deadline's scope is built. One user call is one scheduler round trip, however many
-16 KiB records it moves. A send encrypts up to ``SEND_CHUNK`` bytes with one ``SSLObject.write``
-and hands the ciphertext below with one ``send_all``.
+16 KiB records it moves. Whether OpenSSL has a whole record to decrypt is known without asking
+it (its "no" is an exception) by hopping over record headers as ciphertext arrives (``_feed``).
+A send encrypts up to ``SEND_CHUNK`` bytes with one ``SSLObject.write`` and hands the ciphertext
+below with one non-blocking send (``_send_nowait``); only a remainder waits.
 
 States. ``_handshook`` (handshake done), and per direction: send ``done`` (close_notify sent:
 ``SendAfterDone`` after), send ``broken`` (a send was interrupted after OpenSSL had produced
@@ -30,9 +36,10 @@ close_notify, or a receive interrupted in the middle of a record). A receive tha
 waiting (nothing partial buffered) may be cancelled or time out and the stream stays usable.
 
 Full duplex. One task may send while another receives. Both can produce ciphertext (a receive
-can make OpenSSL answer a KeyUpdate or send an alert), so whoever sends ciphertext holds
-``_wire_lock`` and drains *everything* pending in ``_outgoing``: records leave in the order
-OpenSSL made them. Two tasks sending at once is ``trio.BusyResourceError``.
+can make OpenSSL answer a KeyUpdate or send an alert), so whoever sends ciphertext drains
+*everything* pending in ``_outgoing``, and a sender that has to wait part-way holds
+``_wire_lock`` until done: records leave in the order OpenSSL made them. Two tasks sending at
+once is ``trio.BusyResourceError``.
 
 ``send_eof`` (libdill's ``tls_done``) sends close_notify and leaves receiving open: TLS 1.3
 half-close. ``detach`` (``tls_detach``) sends close_notify if needed, reads until the peer's

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import os
 import socket
 from abc import abstractmethod
@@ -37,7 +38,6 @@ from functools import partial
 from typing import Any, Final, TypeVar, final
 
 import trio
-import trio.testing
 
 from ._base import (
     ByteStream,
@@ -512,12 +512,52 @@ def wrap_stream(stream: Any) -> Handle:
 
 
 async def open_tcp(host: str | bytes, port: int, *, deadline: float = FOREVER) -> SocketTransport:
-    """Connect to ``host:port`` over TCP (happy eyeballs, as :func:`trio.open_tcp_stream`)."""
-    with waiting(check_deadline(deadline), "connect"):
-        stream = await trio.open_tcp_stream(host, port)
-    transport = wrap_stream(stream)
-    assert isinstance(transport, SocketTransport)
-    return transport
+    """Connect to ``host:port`` over TCP.
+
+    A name is resolved and tried address by address with happy eyeballs, as
+    :func:`trio.open_tcp_stream` does. An IP address is connected to directly: no resolver, no
+    task per attempt, which makes a new connection several hundred microseconds cheaper.
+    """
+    checked = check_deadline(deadline)
+    address = _ip_literal(host)
+    if address is None:
+        with waiting(checked, "connect"):
+            stream = await trio.open_tcp_stream(host, port)
+        transport = wrap_stream(stream)
+        assert isinstance(transport, SocketTransport)
+        return transport
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        error = sock.connect_ex((address, port))
+        if error == errno.EINPROGRESS:
+            with waiting(checked, "connect"):
+                await trio.lowlevel.wait_writable(sock)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        elif not error:
+            await trio.lowlevel.checkpoint()
+        if error:
+            raise OSError(error, f"connect to {address} port {port}: {os.strerror(error)}")
+    except BaseException:
+        sock.close()
+        raise
+    return SocketTransport(sock)
+
+
+def _ip_literal(host: str | bytes) -> str | None:
+    """``host`` as an IP address string, or None when it is a name (or not text at all)."""
+    if isinstance(host, bytes):
+        try:
+            host = host.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(host, str):
+        return None
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
 
 
 async def open_unix(
@@ -551,6 +591,8 @@ def pipe_pair() -> tuple[PipeTransport, PipeTransport]:
 
 def memory_pair() -> tuple[StreamTransport, StreamTransport]:
     """Two in-memory transports (``trio.testing.memory_stream_pair``), for tests."""
+    import trio.testing  # here only: slow to import (it brings pytest)
+
     a, b = trio.testing.memory_stream_pair()
     return StreamTransport(a, "memory"), StreamTransport(b, "memory")
 

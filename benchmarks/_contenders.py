@@ -95,9 +95,11 @@ def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext, bool]:
 
 class Ours:
     """Our TLSStream. ``resume``: keep the client layer's session cache (off by default, so
-    every handshake is a full one); ``some``: drain with ``receive_some`` not ``receive_into``."""
+    every handshake is a full one); ``some``: drain with ``receive_some`` not ``receive_into``;
+    ``stack``: connect with our own ``open_tcp`` (``connect``), not ``trio.open_tcp_stream``."""
 
-    def __init__(self, *, resume: bool = False, some: bool = False) -> None:
+    def __init__(self, *, resume: bool = False, some: bool = False, stack: bool = False) -> None:
+        self.stack = stack
         server_ctx, client_ctx, _ = contexts()
         self.server_layer = ta.TLSServerLayer(server_ctx)
         try:
@@ -107,6 +109,13 @@ class Ours:
         except TypeError:  # a version from before the session cache (optimisation history)
             self.client_layer = ta.TLSClientLayer(client_ctx, server_hostname="localhost")
         self.some = some
+
+    async def connect(self, address: Address) -> Any:
+        if not self.stack:
+            return await trio_connect(address)
+        if isinstance(address, str):
+            return await ta.open_unix(address)
+        return await ta.open_tcp(*address)
 
     async def server(self, stream: trio.abc.Stream) -> Any:
         return await self.server_layer.attach(stream)
@@ -137,6 +146,9 @@ class Trio:
     def __init__(self) -> None:
         self.sctx, self.cctx, _ = contexts()
 
+    async def connect(self, address: Address) -> Any:
+        return await trio_connect(address)
+
     async def server(self, stream: trio.abc.Stream) -> Any:
         tls = trio.SSLStream(stream, self.sctx, server_side=True)
         await tls.do_handshake()
@@ -160,6 +172,8 @@ TRIO_CONTENDERS: dict[str, Callable[[], Any]] = {
     "ours": Ours,
     "ours-some": functools.partial(Ours, some=True),
     "ours-resume": functools.partial(Ours, resume=True),
+    "ours-stack": functools.partial(Ours, resume=True, stack=True),
+    "ours-stack-full": functools.partial(Ours, stack=True),
     "trio": Trio,
 }
 

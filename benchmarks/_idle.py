@@ -51,7 +51,7 @@ async def _serve(name: str, count: int) -> tuple[float, float]:
     _raise_nofile()
     contender = TRIO_CONTENDERS[name]()
     listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    port = listener.socket.getsockname()[1]  # type: ignore[attr-defined]
+    port = listener.socket.getsockname()[1]
     traced = min(count, 500)
     mp = multiprocessing.get_context("spawn")
     release = mp.Event()

@@ -4,6 +4,7 @@ import errno
 import mmap
 import ssl
 import struct
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import trio
 import trustme
 
 import trio_tlsattach as ta
-from trio_tlsattach.testing import attach_both
+from trio_tlsattach.testing import attach_both, tls_pair
 
 
 async def _pair_with_mem(
@@ -286,3 +287,29 @@ async def test_bad_certificate_through_the_facade_closes_the_stream(tmp_path: Pa
         await ta.tls_attach_server_mem(b, str(garbage), None, bytearray(ta.TLS_SIZE))
     assert b.closed
     await a.aclose()
+
+
+@pytest.mark.parametrize("transport", ["socketpair", "memory"])
+async def test_a_connection_idle_after_a_request_holds_no_buffer(
+    transport: str, tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """Receive buffers are lent or dropped after a short read: idle costs no 64 KiB each."""
+    count = 20
+    pairs = [ta.socketpair() if transport == "socketpair" else ta.memory_pair()
+             for _ in range(count)]  # fmt: skip
+    streams = [await tls_pair(a, b, tls_ca, tls_server_cert) for a, b in pairs]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for client, server in streams:
+            await client.send_all(b"GET / HTTP/1.0\r\n\r\n")
+            assert await server.receive_some() == b"GET / HTTP/1.0\r\n\r\n"
+            await server.send_all(b"ok")
+            assert await client.receive_some() == b"ok"
+        per_connection = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    assert per_connection < 8192
+    for client, server in streams:
+        await client.aclose()
+        await server.aclose()

@@ -393,13 +393,14 @@ class TLSStream(AttachedMixin, ByteStream):
                     if got is not None:
                         break
                 if not await below._wait_receivable(deadline):
-                    buffer = self._wait_buffer
-                    if buffer is None:
-                        buffer = self._wait_buffer = memoryview(bytearray(DEFAULT_RECEIVE_SIZE))
+                    buffer = self._wait_buffer or memoryview(bytearray(DEFAULT_RECEIVE_SIZE))
+                    self._wait_buffer = None  # as in _receive_some: kept only while busy
                     got = await below._receive_into(buffer, deadline, False)
                     self._drained = got < len(buffer)
                     if got:
                         self._feed(buffer, got)
+                    if not self._drained:
+                        self._wait_buffer = buffer
                     break
                 got = self._take_nowait()
                 if got is not None:
@@ -673,10 +674,16 @@ class TLSStream(AttachedMixin, ByteStream):
         size = check_max_bytes(max_bytes, DEFAULT_RECEIVE_SIZE)
         buffer = self._receive_buffer
         if buffer is None or len(buffer) < size:
-            buffer = self._receive_buffer = bytearray(max(size, DEFAULT_RECEIVE_SIZE))
+            buffer = bytearray(size)
+        self._receive_buffer = None  # while it is ours, in case another task calls too
         with memoryview(buffer)[:size] as view:
             n = await self._receive_into(view, deadline)
-            return bytes(view[:n])
+            data = bytes(view[:n])
+        # A full read says more is coming: keep the buffer. A short one says the stream is
+        # drained, maybe idle for long: do not hold 64 KiB per idle connection.
+        if n == size:
+            self._receive_buffer = buffer
+        return data
 
     def _receive_nowait(self, view: memoryview) -> int | None:
         if self._pushback:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import errno
-import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import pytest
+from _core_helpers import EOF, TOO_LARGE, bytewise, run, split
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,46 +20,6 @@ from trio_tlsattach._cores._common import (
 )
 from trio_tlsattach._cores.prefix import TRANSITIONS
 from trio_tlsattach._errors import ConnectionBroken, InvalidArgument, MessageTooLarge
-
-TOO_LARGE = "<too large>"
-EOF = "<eof>"
-
-
-def drain(core: PrefixCore, out: list[bytes | str]) -> None:
-    """Pull every available message; record oversize errors and the end of stream."""
-    while True:
-        try:
-            result = core.next_message()
-        except MessageTooLarge:
-            out.append(TOO_LARGE)
-            continue
-        if result is NEED_DATA:
-            return
-        if result is END_OF_STREAM:
-            out.append(EOF)
-            return
-        out.append(result)
-
-
-def run(core: PrefixCore, chunks: Iterable[bytes], *, eof: bool = True) -> list[bytes | str]:
-    out: list[bytes | str] = []
-    for chunk in chunks:
-        core.feed(chunk)
-        drain(core, out)
-    if eof:
-        core.feed_eof()
-        drain(core, out)
-    return out
-
-
-def bytewise(data: bytes) -> list[bytes]:
-    return [data[i : i + 1] for i in range(len(data))]
-
-
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = [0, *sorted(cuts), len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(points)]
-
 
 # -- wire format -------------------------------------------------------------------------------
 

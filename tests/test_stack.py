@@ -12,9 +12,12 @@ import trio
 import trio.testing
 
 import trio_tlsattach as ta
-from trio_tlsattach._base import AttachedMixin
-from trio_tlsattach._transports import begin_attach
-from trio_tlsattach.testing import PassThroughLayer, PassThroughStream, unix_pair
+from trio_tlsattach.testing import (
+    MessagePassThroughLayer,
+    PassThroughLayer,
+    PassThroughStream,
+    unix_pair,
+)
 
 
 async def test_push_pop_repr(short_socket_dir: Path) -> None:
@@ -201,45 +204,6 @@ class _Messages(ta.MessageStream):
         await trio.lowlevel.checkpoint()
 
 
-class _MessageLayerStream(AttachedMixin, ta.MessageStream):
-    """A message layer on a message stream (like term): one message per message."""
-
-    _below: ta.MessageStream
-
-    def __init__(self, below: ta.MessageStream) -> None:
-        super().__init__()
-        self._bind(below)
-
-    def label(self) -> str:
-        return "msg"
-
-    async def _receive_next(self, deadline: float) -> bytes | None:
-        return await self._below._receive_message(deadline)
-
-    async def _send_message(self, data: Any, deadline: float) -> None:
-        await self._below._send_message(data, deadline)
-
-    async def _send_eof(self, deadline: float) -> None:
-        await self._below._send_eof(deadline)
-
-    async def _detach_protocol(self, deadline: float) -> list[bytes]:
-        await trio.lowlevel.checkpoint()
-        return list(self._pushback_messages)
-
-    async def detach(self, deadline: float = ta.FOREVER) -> ta.Handle:
-        return await self._detach_handle(deadline)
-
-
-class _MessageLayer:
-    below_kind = ta.Kind.MESSAGES
-
-    async def attach(self, stream: Any, deadline: float = ta.FOREVER) -> _MessageLayerStream:
-        below = await begin_attach(stream, ta.Kind.MESSAGES, "msg")
-        assert isinstance(below, ta.MessageStream)
-        await trio.lowlevel.checkpoint()
-        return _MessageLayerStream(below)
-
-
 async def test_byte_layer_on_a_message_stream_is_protocol_mismatch() -> None:
     stub = _Messages()
     stack = ta.ProtocolStack(stub)
@@ -255,7 +219,7 @@ async def test_byte_layer_on_a_message_stream_is_protocol_mismatch() -> None:
 async def test_message_layer_on_a_byte_stream_is_protocol_mismatch() -> None:
     a, b = ta.socketpair()
     with pytest.raises(ta.ProtocolMismatch) as info:
-        await ta.ProtocolStack(a).push(_MessageLayer())
+        await ta.ProtocolStack(a).push(MessagePassThroughLayer())
     assert info.value.errno == errno.EPROTO
     assert a.closed
     assert await b.receive_some(10) == b""
@@ -265,8 +229,8 @@ async def test_message_layer_on_a_byte_stream_is_protocol_mismatch() -> None:
 async def test_message_layer_on_a_message_stream() -> None:
     stub = _Messages()
     stack = ta.ProtocolStack(stub)
-    top = await stack.push(_MessageLayer())
-    assert repr(stack) == "<ProtocolStack stub > msg>"
+    top = await stack.push(MessagePassThroughLayer())
+    assert repr(stack) == "<ProtocolStack stub > mpass>"
     assert stub.status == "owned"
     top.unread_message(b"kept")
     assert await stack.pop() is stub

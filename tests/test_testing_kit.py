@@ -13,9 +13,9 @@ import trustme
 
 import trio_tlsattach as ta
 from trio_tlsattach._base import AttachedMixin
-from trio_tlsattach._transports import begin_attach
 from trio_tlsattach.testing import (
     TRANSPORT_PAIRS,
+    MessagePassThroughLayer,
     PassThroughLayer,
     PassThroughStream,
     attach_both,
@@ -75,47 +75,13 @@ async def test_stacked_layers_detach_to_the_layer_below() -> None:
     await check_layer(two_layers)
 
 
-class _MessagePass(AttachedMixin, ta.MessageStream):
-    """The message-kind pass-through: one message per message, on a message stream."""
-
-    _below: ta.MessageStream
-
-    def __init__(self, below: ta.MessageStream) -> None:
-        super().__init__()
-        self._bind(below)
-
-    def label(self) -> str:
-        return "mpass"
-
-    async def _receive_next(self, deadline: float) -> bytes | None:
-        return await self._below._receive_message(deadline)
-
-    async def _send_message(self, data: Any, deadline: float) -> None:
-        await self._below._send_message(data, deadline)
-
-    async def _send_eof(self, deadline: float) -> None:
-        await self._below._send_eof(deadline)
-
-    async def _detach_protocol(self, deadline: float) -> list[bytes]:
-        await trio.lowlevel.checkpoint()
-        return list(self._pushback_messages)
-
-    async def detach(self, deadline: float = ta.FOREVER) -> ta.Handle:
-        return await self._detach_handle(deadline)
-
-    @classmethod
-    async def attach(cls, stream: Any, deadline: float = ta.FOREVER) -> "_MessagePass":
-        below = await begin_attach(stream, ta.Kind.MESSAGES, "mpass")
-        assert isinstance(below, ta.MessageStream)
-        await trio.lowlevel.checkpoint()
-        return cls(below)
-
-
 @pytest.mark.parametrize("transport", ["socketpair", "memory"])
 async def test_check_layer_on_a_message_layer(transport: str) -> None:
     async def prefix_then_mpass(a: Any, b: Any) -> tuple[Any, Any]:
         x, y = await attach_both(a, b, ta.PrefixLayer(4).attach, ta.PrefixLayer(4).attach)
-        return await attach_both(x, y, _MessagePass.attach, _MessagePass.attach)
+        return await attach_both(
+            x, y, MessagePassThroughLayer().attach, MessagePassThroughLayer().attach
+        )
 
     await check_layer(prefix_then_mpass, transport_pair=transport)
 

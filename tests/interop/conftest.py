@@ -77,6 +77,26 @@ async def tcp_listener() -> tuple[trio.SocketListener, int]:
     return listener, port
 
 
+async def echo_one_line(
+    listener: trio.SocketListener, certs: Certs, seen: dict[str, object]
+) -> None:
+    """Our TLS server for one client: record what was negotiated in ``seen``, echo one line.
+
+    Offers ALPN ``h2`` and ``http/1.1``; ``aclose`` sends close_notify, on which the tools end.
+    """
+    raw = await listener.accept()
+    tls = await ta.TLSServerLayer(certs.leaf, alpn=["h2", "http/1.1"]).attach(
+        raw, ta.after(TOOL_TIMEOUT)
+    )
+    async with tls:
+        seen.update(version=tls.tls_version, alpn=tls.alpn, sni=tls.server_hostname)
+        line = b""
+        while not line.endswith(b"\n"):
+            line += await tls.receive_some()
+        seen["got"] = line
+        await tls.send_all(b"echo:" + line)
+
+
 async def wait_for_port(port: int, attempts: int = 200) -> ta.SocketTransport:
     """Connect to a tool that is still starting; retries a bounded number of times.
 

@@ -14,7 +14,7 @@ import trio
 
 import trio_tlsattach as ta
 
-from .conftest import TOOL_TIMEOUT, Certs, Tools, need, tcp_listener
+from .conftest import TOOL_TIMEOUT, Certs, Tools, echo_one_line, need, tcp_listener
 
 pytestmark = pytest.mark.interop
 
@@ -29,21 +29,8 @@ async def test_gnutls_cli_to_our_server(version: str, certs: Certs, tools: Tools
     listener, port = await tcp_listener()
     seen: dict[str, object] = {}
 
-    async def serve_one() -> None:
-        raw = await listener.accept()
-        tls = await ta.TLSServerLayer(certs.leaf, alpn=["h2", "http/1.1"]).attach(
-            raw, ta.after(TOOL_TIMEOUT)
-        )
-        async with tls:
-            seen.update(version=tls.tls_version, alpn=tls.alpn, sni=tls.server_hostname)
-            line = b""
-            while not line.endswith(b"\n"):
-                line += await tls.receive_some()
-            seen["got"] = line
-            await tls.send_all(b"echo:" + line)
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve_one)
+        nursery.start_soon(echo_one_line, listener, certs, seen)
         tool = await tools.start(
             [
                 gnutls_cli, "--x509cafile", str(certs.ca_path), priority(version),

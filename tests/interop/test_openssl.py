@@ -13,7 +13,7 @@ import trio
 
 import trio_tlsattach as ta
 
-from .conftest import TOOL_TIMEOUT, VERSION_FLAGS, Certs, Tools, need, tcp_listener
+from .conftest import TOOL_TIMEOUT, VERSION_FLAGS, Certs, Tools, echo_one_line, need, tcp_listener
 
 pytestmark = pytest.mark.interop
 
@@ -24,22 +24,8 @@ async def test_s_client_to_our_server(version: str, certs: Certs, tools: Tools) 
     listener, port = await tcp_listener()
     seen: dict[str, object] = {}
 
-    async def serve_one() -> None:
-        raw = await listener.accept()
-        tls = await ta.TLSServerLayer(certs.leaf, alpn=["h2", "http/1.1"]).attach(
-            raw, ta.after(TOOL_TIMEOUT)
-        )
-        async with tls:
-            seen.update(version=tls.tls_version, alpn=tls.alpn, sni=tls.server_hostname)
-            line = b""
-            while not line.endswith(b"\n"):
-                line += await tls.receive_some()
-            seen["got"] = line
-            await tls.send_all(b"echo:" + line)
-        # aclose sent close_notify: s_client (-ign_eof) ends on it by itself
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve_one)
+        nursery.start_soon(echo_one_line, listener, certs, seen)
         tool = await tools.start(
             [
                 openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",

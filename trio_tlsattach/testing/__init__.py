@@ -2,7 +2,8 @@
 
 * :func:`check_layer` runs Trio's stream conformance checks and libdill's attach/detach/deadline
   contract on any layer; every layer's tests call it first.
-* :class:`PassThroughLayer` is a layer that changes nothing: the reference for writing one.
+* :class:`PassThroughLayer` is a layer that changes nothing: the reference for writing one;
+  :class:`MessagePassThroughLayer` is its counterpart on message streams.
 * :func:`tcp_pair`, :func:`unix_pair`, ``TRANSPORT_PAIRS``, :func:`attach_both` and
   :func:`tls_pair` build connected pairs outside fixtures.
 * The pytest plugin (entry point ``trio_tlsattach``, active once the package is installed)
@@ -14,11 +15,18 @@ The runtime package never imports this one.
 
 from ._check import AttachPair, TransportPairSpec, check_layer, close_stack_of
 from ._pairs import TRANSPORT_PAIRS, attach_both, tcp_pair, tls_pair, unix_pair
-from ._passthrough import PassThroughLayer, PassThroughStream
+from ._passthrough import (
+    MessagePassThroughLayer,
+    MessagePassThroughStream,
+    PassThroughLayer,
+    PassThroughStream,
+)
 
 __all__ = [
     "TRANSPORT_PAIRS",
     "AttachPair",
+    "MessagePassThroughLayer",
+    "MessagePassThroughStream",
     "PassThroughLayer",
     "PassThroughStream",
     "TransportPairSpec",

@@ -18,6 +18,9 @@ It follows the skeleton every layer in this package follows (DESIGN.md, section 
   handed to the stream below (pushback), so detach loses nothing.
 * There is no protocol to shut down: ``detach`` hands the stream below back at once;
   ``aclose`` (inherited) closes the whole stack below. No state block is used.
+
+``MessagePassThroughLayer`` is the same for message streams (one message per message): the
+reference for a layer that sits on framing, and a way to test stacks of message layers.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .._base import (
     AttachedMixin,
     ByteStream,
     Kind,
+    MessageStream,
     as_writable_view,
     check_max_bytes,
     close_shielded,
@@ -37,7 +41,12 @@ from .._base import (
 from .._deadline import FOREVER, check_deadline
 from .._transports import begin_attach
 
-__all__ = ["PassThroughLayer", "PassThroughStream"]
+__all__ = [
+    "MessagePassThroughLayer",
+    "MessagePassThroughStream",
+    "PassThroughLayer",
+    "PassThroughStream",
+]
 
 DEFAULT_RECEIVE_SIZE: Final = 65536
 
@@ -162,5 +171,70 @@ class PassThroughLayer:
             await close_shielded(below)
             raise
         attached = PassThroughStream(below)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return attached
+
+
+@final
+class MessagePassThroughStream(AttachedMixin, MessageStream):
+    """The attached message pass-through: every message goes straight to the stream below.
+
+    Made by :meth:`MessagePassThroughLayer.attach`; ``label()`` is ``"mpass"``.
+    """
+
+    _below: MessageStream
+
+    def __init__(self, below: MessageStream) -> None:
+        super().__init__()
+        self._bind(below)
+
+    def label(self) -> str:
+        """``"mpass"``, this layer's part of a stack's repr."""
+        return "mpass"
+
+    async def _send_message(self, data: Any, deadline: float) -> None:
+        await self._below._send_message(data, deadline)
+
+    async def _send_eof(self, deadline: float) -> None:
+        await self._below._send_eof(deadline)
+
+    async def _receive_next(self, deadline: float) -> bytes | None:
+        return await self._below._receive_message(deadline)
+
+    async def _detach_protocol(self, deadline: float) -> list[bytes]:
+        check_deadline(deadline)
+        await trio.lowlevel.checkpoint()
+        leftover = list(self._pushback_messages)
+        self._pushback_messages.clear()
+        return leftover
+
+    async def detach(self, deadline: float = FOREVER) -> MessageStream:
+        """Hand the stream below back, with messages unread on this layer in front of it."""
+        below = await self._detach_handle(deadline)
+        assert isinstance(below, MessageStream)
+        return below
+
+
+@final
+class MessagePassThroughLayer:
+    """Recipe for :class:`MessagePassThroughStream`, for stacks of message layers::
+
+    await stack.push(PrefixLayer(4))
+    await stack.push(MessagePassThroughLayer())
+    """
+
+    below_kind: Final = Kind.MESSAGES
+
+    async def attach(self, stream: Any, deadline: float = FOREVER) -> MessagePassThroughStream:
+        """Attach to the message stream ``stream``; a byte stream is ``ProtocolMismatch``."""
+        below = await begin_attach(stream, Kind.MESSAGES, "mpass")
+        assert isinstance(below, MessageStream)
+        try:
+            check_deadline(deadline)
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            await close_shielded(below)
+            raise
+        attached = MessagePassThroughStream(below)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return attached

@@ -32,6 +32,7 @@ import trio
 from .._base import (
     AttachedMixin,
     ByteStream,
+    Handle,
     Kind,
     MessageStream,
     as_writable_view,
@@ -49,6 +50,18 @@ __all__ = [
 ]
 
 DEFAULT_RECEIVE_SIZE: Final = 65536
+
+
+async def _take_over(stream: Any, deadline: float, kind: Kind, name: str) -> Handle:
+    """The first half of both attaches: own ``stream`` (it is closed if anything fails)."""
+    below = await begin_attach(stream, kind, name)
+    try:
+        check_deadline(deadline)
+        await trio.lowlevel.checkpoint_if_cancelled()
+    except BaseException:
+        await close_shielded(below)
+        raise
+    return below
 
 
 @final
@@ -162,14 +175,8 @@ class PassThroughLayer:
         (a bad ``deadline``, cancellation) closes ``stream`` too; a stream that is closed or
         owned by another layer is :class:`BadHandle` and left alone.
         """
-        below = await begin_attach(stream, Kind.BYTES, "pass")
+        below = await _take_over(stream, deadline, Kind.BYTES, "pass")
         assert isinstance(below, ByteStream)
-        try:
-            check_deadline(deadline)
-            await trio.lowlevel.checkpoint_if_cancelled()
-        except BaseException:
-            await close_shielded(below)
-            raise
         attached = PassThroughStream(below)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return attached
@@ -227,14 +234,8 @@ class MessagePassThroughLayer:
 
     async def attach(self, stream: Any, deadline: float = FOREVER) -> MessagePassThroughStream:
         """Attach to the message stream ``stream``; a byte stream is ``ProtocolMismatch``."""
-        below = await begin_attach(stream, Kind.MESSAGES, "mpass")
+        below = await _take_over(stream, deadline, Kind.MESSAGES, "mpass")
         assert isinstance(below, MessageStream)
-        try:
-            check_deadline(deadline)
-            await trio.lowlevel.checkpoint_if_cancelled()
-        except BaseException:
-            await close_shielded(below)
-            raise
         attached = MessagePassThroughStream(below)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return attached

@@ -429,6 +429,8 @@ def check_max_bytes(max_bytes: int | None, default: int) -> int:
 def as_writable_view(buffer: Any) -> memoryview:
     """A flat byte view of ``buffer`` for ``receive_into``; EINVAL when it cannot be written to
     or is empty."""
+    if type(buffer) is bytearray and buffer:  # the common case, on every receive: no checks
+        return memoryview(buffer)
     try:
         view = memoryview(buffer)
     except TypeError:

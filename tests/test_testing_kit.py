@@ -2,6 +2,7 @@
 kit really catches broken layers."""
 
 import errno
+import os
 import ssl
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from trio_tlsattach.testing import (
     attach_both,
     check_layer,
     close_stack_of,
+    stack_pair,
     unix_pair,
 )
 
@@ -303,3 +305,54 @@ async def test_transport_pair_fixture(transport_pair: tuple[ta.ByteStream, ta.By
 
 def test_errno_of_bad_handle_is_ebadf() -> None:
     assert ta.BadHandle().errno == errno.EBADF
+
+
+# --- stack_pair --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["socketpair", "memory", "tcp"])
+async def test_stack_pair_tls_then_framing(
+    transport: str, tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    client, server = await stack_pair(
+        (
+            ta.TLSClientLayer(tls_ca, server_hostname="localhost"),
+            ta.TLSServerLayer(tls_server_cert),
+        ),
+        ta.PrefixLayer(4),
+        transport=transport,
+    )
+    async with client, server:
+        assert repr(client).endswith("> prefix(4)>")
+        assert isinstance(client.find(ta.TLSStream), ta.TLSStream)
+        top, other = client.top, server.top
+        assert isinstance(top, ta.MessageStream)
+        assert isinstance(other, ta.MessageStream)
+        await top.send_message(b"hello")
+        assert await other.receive_message() == b"hello"
+        assert await server.pop() is server.find(ta.TLSStream)  # framing off, TLS on top again
+        assert len(server.layers) == 2
+
+
+async def test_stack_pair_with_no_layers_is_two_transports() -> None:
+    a, b = await stack_pair()
+    async with a, b:
+        assert len(a.layers) == len(b.layers) == 1
+        await a.top.send_all(b"x")  # type: ignore[attr-defined]
+        assert await b.top.receive_some(1) == b"x"  # type: ignore[attr-defined]
+
+
+async def test_stack_pair_failure_closes_both_ends(tls_server_cert: trustme.LeafCert) -> None:
+    stranger = trustme.CA()
+    fds_before = len(os.listdir("/proc/self/fd"))
+    with pytest.RaisesGroup(ta.TLSError, ta.TLSError, allow_unwrapped=False):
+        await stack_pair(
+            (
+                ta.TLSClientLayer(stranger, server_hostname="localhost"),
+                ta.TLSServerLayer(tls_server_cert),
+            ),
+            transport="socketpair",
+        )
+    assert len(os.listdir("/proc/self/fd")) == fds_before  # both socketpair ends closed
+    with pytest.raises(ValueError, match="unknown transport pair"):
+        await stack_pair(transport="carrier-pigeon")

@@ -11,11 +11,13 @@ from typing import Any
 import trio
 import trustme
 
-from .._base import Handle
+from .._base import Handle, Layer
+from .._deadline import FOREVER
+from .._stack import ProtocolStack
 from .._tls import TLSClientLayer, TLSServerLayer, TLSStream
 from .._transports import SocketTransport, memory_pair, pipe_pair, socketpair
 
-__all__ = ["TRANSPORT_PAIRS", "attach_both", "tcp_pair", "tls_pair", "unix_pair"]
+__all__ = ["TRANSPORT_PAIRS", "attach_both", "stack_pair", "tcp_pair", "tls_pair", "unix_pair"]
 
 PairMaker = Callable[[], Awaitable[tuple[Handle, Handle]]]
 
@@ -98,3 +100,40 @@ async def tls_pair(
         TLSClientLayer(ca, server_hostname=hostname).attach,
         TLSServerLayer(cert).attach,
     )
+
+
+async def stack_pair(
+    *layers: Layer[Any] | tuple[Layer[Any], Layer[Any]],
+    transport: str = "socketpair",
+    deadline: float = FOREVER,
+) -> tuple[ProtocolStack, ProtocolStack]:
+    """Two connected stacks with the same layers pushed on both ends, each push on both at once.
+
+    Each item of ``layers`` is one layer for both ends (framing) or a pair
+    ``(first_end_layer, second_end_layer)`` (TLS: client, server). ``transport`` names an entry
+    of ``TRANSPORT_PAIRS``. If a push fails, both stacks are closed and the error is raised::
+
+        client, server = await stack_pair(
+            (TLSClientLayer(ca, server_hostname="localhost"), TLSServerLayer(cert)),
+            PrefixLayer(4),
+        )
+        async with client, server:
+            await client.top.send_message(b"hello")
+            assert await server.top.receive_message() == b"hello"
+    """
+    if transport not in TRANSPORT_PAIRS:
+        raise ValueError(f"unknown transport pair {transport!r}; one of {sorted(TRANSPORT_PAIRS)}")
+    a, b = await TRANSPORT_PAIRS[transport]()
+    first, second = ProtocolStack(a), ProtocolStack(b)
+    try:
+        for item in layers:
+            ours, theirs = item if isinstance(item, tuple) else (item, item)
+            async with trio.open_nursery() as nursery:  # a handshake needs both ends at once
+                nursery.start_soon(first.push, ours, deadline)
+                nursery.start_soon(second.push, theirs, deadline)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await first.aclose()
+            await second.aclose()
+        raise
+    return first, second

@@ -266,6 +266,24 @@ def test_stdio_backend(serve: list[Serve]) -> None:
     server.stop()
 
 
+def test_serve_one_connection_on_stdio(tmp_path: Path, tls_ca: Any, tls_server_cert: Any) -> None:
+    """inetd style: `serve --listen -` speaks TLS on its stdin/stdout; our `connect exec:` is
+    the client, so the whole tunnel is two processes joined by pipes."""
+    cert, key, ca = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    tls_server_cert.cert_chain_pems[0].write_to_path(str(cert))
+    tls_server_cert.private_key_pem.write_to_path(str(key))
+    tls_ca.cert_pem.write_to_path(str(ca))
+    server = f"{sys.executable} -m trio_tlsattach serve --listen - --cert {cert} --key {key}"
+    result = subprocess.run(
+        [*CLI, "connect", f"exec:{server}", "--servername", "localhost", "--ca", str(ca)],
+        input=b"over stdio\n", capture_output=True, timeout=TIMEOUT, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"over stdio\n", result.stderr
+    assert b"TLSv1.3" in result.stderr  # both ends log their connection line on stderr
+    assert b"Traceback" not in result.stderr
+
+
 def test_connect_exec_endpoint(serve: list[Serve]) -> None:
     socat = shutil.which("socat")
     if socat is None:
@@ -356,6 +374,8 @@ def test_quiet_and_verbose(serve: list[Serve]) -> None:
         (["serve", "--cert", "/nonexistent.pem", "--listen", "127.0.0.1:0"], "tlsattach:"),
         (["connect", "tcp:127.0.0.1:1", "--ca", "/nonexistent.pem"], "tlsattach:"),
         (["connect", "exec:cat"], "--servername"),
+        (["serve", "--listen", "-", "--backend", "-"], "both be stdin/stdout"),
+        (["serve", "--listen", "-", "--workers", "2"], "one connection"),
     ],
 )
 def test_bad_arguments_exit_nonzero(argv: list[str], message: str) -> None:

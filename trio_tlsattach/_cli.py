@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-``tlsattach serve`` terminates TLS: it listens (TCP or a Unix socket), runs each handshake
+``tlsattach serve`` terminates TLS: it listens (TCP or a Unix socket; or, with ``--listen -``,
+serves the one connection inetd or systemd put on stdin/stdout), runs each handshake
 through a :class:`TLSListener` (handshake deadline, optional bounded pool), and pumps each
 connection to a backend endpoint, ``echo`` by default. With no certificate it makes a
 self-signed one for localhost in memory with trustme and writes its CA to a temporary directory
@@ -73,6 +74,8 @@ def _endpoint(text: str) -> Endpoint:
 
 
 def _listen_address(text: str) -> str:
+    if text == "-":
+        return text
     if not text.startswith("unix:"):
         try:
             parse_address(text)
@@ -97,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="terminate TLS and forward to a backend")
     serve.add_argument(
         "--listen", type=_listen_address, default=DEFAULT_LISTEN,
-        help=f"HOST:PORT or unix:PATH (default {DEFAULT_LISTEN}; port 0 picks a free one)",
+        help=f"HOST:PORT, unix:PATH, or - for one connection on stdin/stdout (inetd style) "
+        f"(default {DEFAULT_LISTEN}; port 0 picks a free one)",
     )  # fmt: skip
     serve.add_argument("--cert", help="certificate chain (PEM), or a file with cert and key")
     serve.add_argument("--key", help="private key (PEM)")
@@ -291,6 +295,8 @@ async def _serve(args: argparse.Namespace, workdir: str) -> int:
         args.cert, ca_path = _self_signed(workdir)
     layer = TLSServerLayer(args.cert, args.key, alpn=args.alpn)
     backend: Endpoint = args.backend
+    if args.listen == "-":
+        return await _serve_stdio(layer, backend, args.handshake_timeout)
     workers = args.workers > 1 and not args.listen.startswith("unix:")
     raw, bound = await _open_listener(args.listen, reuse_port=workers or args.reuse_port)
     pool = StateBlockPool(args.max_connections) if args.max_connections else None
@@ -314,6 +320,24 @@ async def _serve(args: argparse.Namespace, workdir: str) -> int:
                     if child.returncode is None:
                         child.kill()
                         await child.wait()
+    return 0
+
+
+async def _serve_stdio(layer: TLSServerLayer, backend: Endpoint, handshake_timeout: float) -> int:
+    """One TLS connection on stdin/stdout, as inetd, systemd (Accept=yes) or socat hand it over.
+
+    Nothing but TLS may reach stdout, so there is no banner; the log line goes to stderr.
+    """
+    open_far = None if backend.kind == "echo" else (lambda: open_endpoint(backend))
+    with _stdio_blocking_restored():
+        raw = open_pipe(os.dup(0), os.dup(1))
+        try:
+            tls = await layer.attach(raw, after(handshake_timeout))
+        except STREAM_ERRORS as exc:
+            log.warning("- handshake failed: %s", _failure(exc))
+            return 1
+        async with tls:
+            await _until_signal(lambda: _tunnel(tls, open_far))
     return 0
 
 
@@ -419,6 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--workers must be at least 1")
         if args.max_connections is not None and args.max_connections < 1:
             parser.error("--max-connections must be at least 1")
+        if args.listen == "-" and args.backend.kind == "stdio":
+            parser.error("--listen - and --backend - would both be stdin/stdout")
+        if args.listen == "-" and args.workers > 1:
+            parser.error("--listen - serves one connection: no --workers")
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(
         level=level, format="%(asctime)s tlsattach: %(message)s", stream=sys.stderr, force=True

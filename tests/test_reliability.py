@@ -21,7 +21,7 @@ import trio.testing
 import trustme
 
 import trio_tlsattach as ta
-from trio_tlsattach._tls import _SEND_BROKEN
+from trio_tlsattach._tlswire import _SEND_BROKEN
 
 HANDSHAKE_DEADLINE = 10
 RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset

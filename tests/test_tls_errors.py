@@ -11,7 +11,7 @@ import trio.testing
 import trustme
 
 import trio_tlsattach as ta
-from trio_tlsattach._tls import _SEND_BROKEN as SEND_BROKEN
+from trio_tlsattach._tlswire import _SEND_BROKEN as SEND_BROKEN
 from trio_tlsattach.testing import attach_both, tls_pair
 
 

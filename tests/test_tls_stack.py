@@ -9,7 +9,7 @@ import trio.testing
 import trustme
 
 import trio_tlsattach as ta
-from trio_tlsattach._tls import _SEND_BROKEN as SEND_BROKEN
+from trio_tlsattach._tlswire import _SEND_BROKEN as SEND_BROKEN
 from trio_tlsattach.testing import PassThroughLayer, attach_both
 
 VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}

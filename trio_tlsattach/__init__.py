@@ -43,10 +43,10 @@ from ._prefix import (
 from ._stack import ProtocolStack
 from ._suffix import CRLFLayer, SuffixLayer, suffix_attach, suffix_detach
 from ._term import TermLayer, TermStream, term_attach, term_detach, term_done
-from ._tls import (
+from ._tls import TLSStream
+from ._tlslayer import (
     TLSClientLayer,
     TLSServerLayer,
-    TLSStream,
     tls_attach_client,
     tls_attach_client_mem,
     tls_attach_server,

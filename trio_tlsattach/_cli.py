@@ -45,7 +45,8 @@ from ._deadline import after
 from ._errors import StackError
 from ._listener import TLSListener
 from ._mem import StateBlockPool
-from ._tls import TLSClientLayer, TLSServerLayer, TLSStream
+from ._tls import TLSStream
+from ._tlslayer import TLSClientLayer, TLSServerLayer
 from ._transports import open_pipe, wrap_stream
 from ._tunnel import (
     STREAM_ERRORS,

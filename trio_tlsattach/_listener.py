@@ -49,7 +49,8 @@ from ._base import StackAttribute, close_shielded
 from ._deadline import after
 from ._errors import DeadlineExceeded, OutOfStateBlocks, StackError
 from ._mem import StateBlock, StateBlockPool
-from ._tls import TLSServerLayer, TLSStream
+from ._tls import TLSStream
+from ._tlslayer import TLSServerLayer
 from ._transports import wrap_stream
 
 __all__ = ["TLSListener", "open_tls_listeners", "serve_tls"]

@@ -8,15 +8,14 @@ OpenSSL's output is drained from ``_outgoing`` and sent below. The stream below 
 through the byte-stream interface, so TLS can sit on a socket, a pipe, a memory stream or
 another TLS layer (TLS in TLS).
 
-Memory. The caller's block (at least ``TLS_SIZE`` bytes, see ``_mem``) holds the fixed state
-record (phase, direction flags, byte counters, current deadline). Nothing else is per connection
-but OpenSSL's objects and a few small Python ones: an idle connection should cost less than one
-on ``trio.SSLStream``. Ciphertext read from below lands in a 128 KiB *scratch buffer* lent from a
-free list for one synchronous step (read, then copy into ``_incoming``) and given back before any
-await, so steady-state receiving allocates nothing per record and a thousand idle connections
-share one buffer. TLS in TLS nests those steps, so each level borrows its own. Streams below that
-cannot be polled (memory streams, a TLS layer) are read with an await, into a per-connection
-buffer made on first use. The locks (handshake, wire) are also made only when two tasks meet.
+Where things live. The caller's block (at least ``TLS_SIZE`` bytes, see ``_mem``) holds the
+fixed state record (phase, direction flags, byte counters, current deadline). Nothing else is
+per connection but OpenSSL's objects and a few small Python ones, so an idle connection costs
+less than one on ``trio.SSLStream``: the ciphertext receive buffer is lent per read, and the
+locks are made only when two tasks meet. This module is the upper half (handshake, send,
+receive, done, detach, close); the lower half, ``_tlswire`` (:class:`TLSWire`, the base class),
+moves ciphertext, counts whole records and keeps the state record. The layers and libdill's
+``tls_*`` functions are in ``_tlslayer``.
 
 The fast path (why this beats ``trio.SSLStream``). A receive first decrypts every whole record
 already buffered *straight into the caller's buffer* (``SSLObject.read(n, buffer)``); while the
@@ -24,7 +23,7 @@ caller's buffer is not full it pulls more ciphertext from the stream below *with
 (``_receive_nowait``) and decrypts again. Only when nothing at all is available does it wait,
 and then the deadline's scope is built. One user call is one scheduler round trip, however many
 16 KiB records it moves. Whether OpenSSL has a whole record to decrypt is known without asking
-it (its "no" is an exception) by hopping over record headers as ciphertext arrives (``_feed``).
+it (its "no" is an exception), from the record count ``_tlswire`` keeps.
 A send encrypts up to ``SEND_CHUNK`` bytes with one ``SSLObject.write`` and hands the ciphertext
 below with one non-blocking send (``_send_nowait``); only a remainder waits.
 
@@ -35,11 +34,9 @@ close_notify: receives return ``b""``), receive ``broken`` (an alert, a bad reco
 close_notify, or a receive interrupted in the middle of a record). A receive that was only
 waiting (nothing partial buffered) may be cancelled or time out and the stream stays usable.
 
-Full duplex. One task may send while another receives. Both can produce ciphertext (a receive
-can make OpenSSL answer a KeyUpdate or send an alert), so whoever sends ciphertext drains
-*everything* pending in ``_outgoing``, and a sender that has to wait part-way holds
-``_wire_lock`` until done: records leave in the order OpenSSL made them. Two tasks sending at
-once is ``trio.BusyResourceError``.
+Full duplex. One task may send while another receives; both can produce ciphertext (a receive
+can make OpenSSL answer a KeyUpdate or send an alert), and ``_tlswire`` keeps the records in
+the order OpenSSL made them. Two tasks sending at once is ``trio.BusyResourceError``.
 
 ``send_eof`` (libdill's ``tls_done``) sends close_notify and leaves receiving open: TLS 1.3
 half-close. ``detach`` (``tls_detach``) sends close_notify if needed, reads until the peer's
@@ -52,17 +49,13 @@ security boundary, the STARTTLS-injection mistake): it is kept in :attr:`TLSStre
 from __future__ import annotations
 
 import contextlib
-import math
-import os
 import ssl
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, TypeVar, final
+from collections.abc import Callable, Mapping
+from typing import Any, Final, final
 
 import trio
-import trustme
 
 from ._base import (
-    AttachedMixin,
     ByteStream,
     ConflictDetector,
     Handle,
@@ -71,62 +64,32 @@ from ._base import (
     TypedAttribute,
     as_writable_view,
     check_max_bytes,
-    close_shielded,
 )
 from ._deadline import FOREVER, check_deadline
 from ._errors import (
     ConnectionBroken,
-    DeadlineExceeded,
     InvalidArgument,
-    NotSupported,
     ProtocolMismatch,
     SendAfterDone,
     StackError,
     TLSError,
 )
-from ._mem import STATE_RECORD, TLS_SIZE, StateBlock, StateBlockPool
-from ._tlsconfig import CertSource, client_context, server_context
-from ._transports import begin_attach, bytes_view, wrap_stream
+from ._mem import TLS_SIZE, StateBlock
+from ._tlswire import (
+    _HANDSHOOK,
+    _RECV_BROKEN,
+    _RECV_EOF,
+    _SEND_BROKEN,
+    _SEND_DONE,
+    DEFAULT_RECEIVE_SIZE,
+    TLSWire,
+)
+from ._transports import bytes_view, wrap_stream
 
-__all__ = [
-    "TLSClientLayer",
-    "TLSServerLayer",
-    "TLSStream",
-    "tls_attach_client",
-    "tls_attach_client_mem",
-    "tls_attach_server",
-    "tls_attach_server_mem",
-    "tls_detach",
-    "tls_done",
-]
+__all__ = ["TLSStream"]
 
 SEND_CHUNK: Final = 256 * 1024
 """Plaintext encrypted per ``SSLObject.write``: bounds the ciphertext held in memory."""
-
-DEFAULT_RECEIVE_SIZE: Final = 65536
-_LAYER_ID: Final = 1
-
-_L = TypeVar("_L", "TLSServerLayer", "TLSClientLayer")
-
-# Direction flags, as stored in the state record.
-_HANDSHOOK: Final = 1
-_SEND_DONE: Final = 2
-_SEND_BROKEN: Final = 4
-_RECV_EOF: Final = 8
-_RECV_BROKEN: Final = 16
-
-
-SCRATCH_SIZE: Final = 128 * 1024
-"""Ciphertext taken from the stream below per read: eight full TLS records, so one read takes
-in all the records of a 64 KiB write and a wake-up drains most of a socket buffer at once."""
-
-# Scratch buffers lent for one synchronous step (see "Memory"). A list, not one buffer: TLS in
-# TLS nests these steps, and threads each running Trio share the list (pop and append are
-# atomic). Its length is the deepest nesting seen, not the number of connections.
-_spare_scratch: list[memoryview] = []
-
-_HOP: Final = tuple((high << 8) + 5 for high in range(256))
-"""Indexed by a record header's byte 3: the header's length plus the high byte of the body's."""
 
 
 def _record_sni(sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
@@ -135,7 +98,7 @@ def _record_sni(sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> N
 
 
 @final
-class TLSStream(AttachedMixin, ByteStream):
+class TLSStream(TLSWire):
     """A TLS connection on top of a byte stream: what the TLS layers' ``attach`` returns.
 
     A :class:`trio.abc.HalfCloseableStream` with absolute ``deadline`` arguments,
@@ -153,11 +116,9 @@ class TLSStream(AttachedMixin, ByteStream):
     """
 
     __slots__ = (
-        "_bytes_in", "_bytes_out", "_context", "_drained", "_flags", "_handshake_lock",
-        "_https_compatible", "_incoming", "_outgoing", "_raw", "_receive_buffer",
-        "_receive_conflict", "_records", "_recv_error", "_send_conflict", "_send_error",
-        "_server_side", "_session_sink", "_skip", "_split_header", "_ssl", "_wait_buffer",
-        "_wire", "_wire_lock", "unread_data",
+        "_context", "_handshake_lock", "_https_compatible", "_raw", "_receive_buffer",
+        "_receive_conflict", "_send_conflict", "_server_side", "_session_sink", "_ssl",
+        "unread_data",
     )  # fmt: skip
 
     def __init__(
@@ -176,7 +137,7 @@ class TLSStream(AttachedMixin, ByteStream):
         if below.kind is not Kind.BYTES:
             raise ProtocolMismatch(f"TLS needs a byte stream; {below.label()} carries messages")
         assert isinstance(below, ByteStream)
-        self._wire = below  # ``_below``, typed: the hot path's isinstance checks cost time
+        self._wire = below
         if not isinstance(ssl_context, ssl.SSLContext):
             raise InvalidArgument("ssl_context must be an ssl.SSLContext")
         block = StateBlock.allocate(TLS_SIZE) if mem is None else StateBlock.claim(mem, TLS_SIZE)
@@ -199,16 +160,8 @@ class TLSStream(AttachedMixin, ByteStream):
         self._context = ssl_context
         self._server_side = server_side
         self._https_compatible = https_compatible
-        self._flags = 0
-        self._bytes_in = 0
-        self._bytes_out = 0
-        self._recv_error: tuple[type[StackError], str] | None = None
-        self._send_error: str | None = None
-        # Made when first needed and dropped when free again: most connections never need
-        # them, and an idle connection should cost little (see "Memory").
+        # Made when two tasks meet in the handshake, dropped after it: most never do.
         self._handshake_lock: trio.Lock | None = None
-        self._wire_lock: trio.Lock | None = None
-        self._wait_buffer: memoryview | None = None  # for streams below that cannot poll
         self._send_conflict = ConflictDetector("another task is already sending on this stream")
         self._receive_conflict = ConflictDetector(
             "another task is already receiving on this stream"
@@ -219,32 +172,9 @@ class TLSStream(AttachedMixin, ByteStream):
         # record: the wrapper's frame costs as much as a small record's decryption. Same
         # semantics. (Bound methods are taken per call, not kept: 72 bytes each per connection.)
         self._raw: Any = getattr(self._ssl, "_sslobj", self._ssl)
-        # Record tracking of the ciphertext handed to OpenSSL (see _feed): whole records not
-        # yet read (an upper bound: a record without application data, e.g. a session ticket,
-        # is taken by the read of the next one), bytes still to come of the record in progress,
-        # and the first bytes of a header cut by a read.
-        self._records = 0
-        self._skip = 0
-        self._split_header = b""
-        self._drained = False  # the last read from below came back short
         self.unread_data = b""
         """Application data the peer sent before its close_notify that was still unread when
         :meth:`detach` ran (it is not merged into the plaintext stream below)."""
-        self._save_record(FOREVER)
-
-    # --- state record -------------------------------------------------------------------------
-
-    def _save_record(self, deadline: float) -> None:
-        view = None if self._block is None else self._block.view
-        if view is None:  # released: closed or detached
-            return
-        STATE_RECORD.pack_into(
-            view, 0, int(self._phase), self._flags, _LAYER_ID, 0,
-            self._bytes_in, self._bytes_out, float(deadline),
-        )  # fmt: skip
-
-    def _set(self, flag: int) -> None:
-        self._flags |= flag
         self._save_record(FOREVER)
 
     # --- properties and typed attributes (trio.SSLStream's names) ----------------------------
@@ -366,161 +296,6 @@ class TLSStream(AttachedMixin, ByteStream):
                 if not await self._pull(deadline, during="handshake"):
                     self._break_both()
                     raise ConnectionBroken("the peer closed the connection during the handshake")
-
-    def _break_both(self) -> None:
-        self._recv_error = (ConnectionBroken, "the TLS connection failed")
-        self._send_error = "the TLS connection failed"
-        self._set(_SEND_BROKEN | _RECV_BROKEN)
-
-    # --- moving ciphertext --------------------------------------------------------------------
-
-    async def _pull(self, deadline: float, during: str) -> bool:
-        """Wait for ciphertext from below into ``_incoming``; False at the stream's end.
-
-        Waits for readability first, then reads without waiting: a drained socket is not asked
-        twice (each EAGAIN is an exception, the costliest thing on this path).
-        """
-        below = self._wire
-        try:
-            while True:
-                if deadline != math.inf and deadline <= trio.current_time():
-                    # A passed deadline (IMMEDIATE) fails at the first wait even when bytes
-                    # are there, and ``_drained`` may be stale (set by the last short read):
-                    # look once without waiting, so IMMEDIATE does what can be done.
-                    got = self._take_nowait()
-                    if got is not None:
-                        break
-                if not await below._wait_receivable(deadline):
-                    buffer = self._wait_buffer or memoryview(bytearray(DEFAULT_RECEIVE_SIZE))
-                    self._wait_buffer = None  # as in _receive_some: kept only while busy
-                    got = await below._receive_into(buffer, deadline, False)
-                    self._drained = got < len(buffer)
-                    if got:
-                        self._feed(buffer, got)
-                    if not self._drained:
-                        self._wait_buffer = buffer
-                    break
-                got = self._take_nowait()
-                if got is not None:
-                    break
-        except (trio.Cancelled, DeadlineExceeded):
-            if self._mid_record() and during == "receive":
-                self._recv_error = (ConnectionBroken, "a receive was interrupted mid-record")
-                self._set(_RECV_BROKEN)
-            raise
-        except StackError as exc:
-            self._recv_error = (ConnectionBroken, f"the stream below failed: {exc.strerror}")
-            self._set(_RECV_BROKEN)
-            raise
-        return bool(got)
-
-    def _take_nowait(self) -> int | None:
-        """Move what the stream below has now into ``_incoming``: the count, None if nothing.
-
-        The ciphertext passes through a lent scratch buffer (see "Memory"), held for this
-        synchronous step only; a layer below that is TLS too borrows its own.
-        """
-        scratch = _spare_scratch.pop() if _spare_scratch else memoryview(bytearray(SCRATCH_SIZE))
-        try:
-            got = self._wire._receive_nowait(scratch)
-            if got is None:
-                self._drained = True
-            else:
-                self._drained = got < SCRATCH_SIZE
-                if got:
-                    self._feed(scratch, got)
-            return got
-        finally:
-            _spare_scratch.append(scratch)
-
-    def _feed(self, scratch: memoryview, count: int) -> None:
-        """Hand the first ``count`` bytes of ``scratch`` to OpenSSL, counting whole records.
-
-        TLS records are a 5-byte header (type, version, 16-bit length) then the body. Hopping
-        from header to header tells, without asking OpenSSL (whose "no" is an exception), how
-        many whole records a read can take, and whether we stand mid-record. This runs once per
-        record received, so each hop is one line that allocates two ints: ``_HOP`` holds byte 3
-        of a header already shifted and plus 5, and the views ``d3``/``d4`` start 3 and 4 bytes
-        in, so that ``d3[pos]`` is the header's byte 3 without computing ``pos + 3``.
-        """
-        data = scratch[:count]
-        self._incoming.write(data)
-        pos = self._skip
-        if self._split_header:  # a header cut by the previous read: join it first
-            need = 5 - len(self._split_header)
-            have = self._split_header + bytes(data[:need])
-            if len(have) < 5:
-                self._split_header = have
-                return
-            self._split_header = b""
-            pos = need + ((have[3] << 8) | have[4])  # where that record ends in this read
-        if pos > count:  # still inside the record begun earlier
-            self._skip = pos - count
-            return
-        whole = 1 if pos else 0  # the record begun earlier ends in this read
-        limit = count - 4
-        if pos < limit:
-            d3 = scratch[3:]
-            d4 = scratch[4:]
-            hop = _HOP
-            while pos < limit:
-                pos = pos + hop[d3[pos]] + d4[pos]
-                whole += 1
-        if pos > count:
-            whole -= 1
-            self._skip = pos - count
-        else:
-            self._skip = 0
-            if pos < count:
-                self._split_header = bytes(data[pos:count])
-        self._records += whole
-
-    def _mid_record(self) -> bool:
-        """True when part of a record has arrived but not all of it."""
-        return bool(self._skip or self._split_header)
-
-    async def _flush(self, deadline: float) -> None:
-        """Send everything OpenSSL has produced, in order (see "Full duplex").
-
-        What the stream below accepts without waiting leaves at once; only a remainder waits.
-        """
-        outgoing = self._outgoing
-        if not outgoing.pending:
-            return
-        below = self._wire
-        lock = self._wire_lock
-        if lock is not None:  # another task is part-way through sending: queue behind it
-            await lock.acquire()
-        try:
-            if lock is None:
-                # Nobody is mid-send and nothing is awaited before the bytes are handed below,
-                # so no other task's records can overtake ours: no lock needed.
-                data = outgoing.read()
-                sent = below._send_nowait(data)
-                if sent == len(data):
-                    return
-                lock = self._wire_lock = trio.Lock()
-                lock.acquire_nowait()
-                rest = memoryview(data)[sent:]
-            else:
-                rest = memoryview(outgoing.read())  # whatever was made while we waited
-            if rest:
-                await below._send_all(rest, deadline, False)
-        except BaseException:
-            self._send_error = "a send was interrupted after TLS records were produced"
-            self._set(_SEND_BROKEN)
-            raise
-        finally:
-            if lock is not None:
-                lock.release()
-                if not lock.locked():  # nobody queued behind us: back to the lock-free state
-                    self._wire_lock = None
-
-    async def _flush_on_close(self) -> None:
-        """Best effort: hand a last word (alert, close_notify) below without waiting long."""
-        data = self._outgoing.read()
-        if data and self._wire_lock is None:  # else a send is part-way: do not cut into it
-            await self._wire._send_on_close(data)
 
     # --- send side ----------------------------------------------------------------------------
 
@@ -840,257 +615,3 @@ class TLSStream(AttachedMixin, ByteStream):
                 await self._flush_on_close()
         finally:  # even when cancelled: closing must close
             await super()._close_resources()
-
-
-# --- layers -----------------------------------------------------------------------------------
-
-
-def _claim_block(mem: object, pool: StateBlockPool | None) -> object:
-    if mem is not None and pool is not None:
-        raise InvalidArgument("give a layer mem or pool, not both")
-    return pool.acquire() if pool is not None else mem
-
-
-async def _attach(
-    stream: Any,
-    context: ssl.SSLContext,
-    deadline: float,
-    *,
-    server_side: bool,
-    server_hostname: str | None,
-    mem: object,
-    pool: StateBlockPool | None,
-    session: ssl.SSLSession | None,
-    session_sink: Callable[[ssl.SSLSession], None] | None = None,
-) -> TLSStream:
-    below = await begin_attach(stream, Kind.BYTES, "tls")
-    try:
-        checked = check_deadline(deadline)
-        tls = TLSStream(
-            below,
-            context,
-            server_side=server_side,
-            server_hostname=server_hostname,
-            mem=_claim_block(mem, pool),
-            session=session,
-        )
-        tls._session_sink = session_sink
-    except BaseException:
-        await close_shielded(below)
-        raise
-    try:
-        await tls._handshake(checked)
-    except BaseException:
-        await close_shielded(tls)
-        raise
-    return tls
-
-
-@final
-class TLSServerLayer:
-    """Server-side TLS, ready to attach to byte streams (one recipe, many connections).
-
-    ``cert`` is an ``ssl.SSLContext``, a PEM file path (with ``key``, or a file holding both),
-    PEM bytes, or a ``trustme.LeafCert``. Contexts built here are cached and require TLS 1.2+.
-
-    ``mem``: a block of at least ``TLS_SIZE`` bytes for *one* connection's state;
-    ``pool``: a :class:`StateBlockPool` to take a block from per connection (ENOMEM when empty).
-
-    >>> layer = TLSServerLayer(server_cert)            # a trustme.LeafCert
-    >>> tls = await layer.attach(tcp, deadline=after(10))
-    """
-
-    below_kind: Final = Kind.BYTES
-
-    def __init__(
-        self,
-        cert: CertSource,
-        key: str | bytes | os.PathLike[str] | None = None,
-        *,
-        mem: object = None,
-        pool: StateBlockPool | None = None,
-        alpn: Sequence[str] | None = None,
-    ) -> None:
-        if mem is not None and pool is not None:
-            raise InvalidArgument("give a layer mem or pool, not both")
-        self.context = server_context(cert, key, alpn)
-        self._mem = mem
-        self._pool = pool
-
-    async def attach(self, stream: Any, deadline: float = FOREVER) -> TLSStream:
-        """Run the server handshake on ``stream``; on failure ``stream`` is closed."""
-        return await _attach(
-            stream, self.context, deadline, server_side=True, server_hostname=None,
-            mem=self._mem, pool=self._pool, session=None,
-        )  # fmt: skip
-
-    def __repr__(self) -> str:
-        return "<TLSServerLayer>"
-
-
-@final
-class TLSClientLayer:
-    """Client-side TLS, ready to attach to byte streams.
-
-    ``context``: an ``ssl.SSLContext``; a ``trustme.CA`` or CA file to trust; or None for the
-    system's CAs. The server's certificate and ``server_hostname`` are verified unless your
-    own context says otherwise. ``session`` resumes an earlier ``TLSStream.session``.
-
-    ``session_cache`` (on by default): the layer remembers the last resumable session its
-    connections got and offers it on the next ``attach``, so reusing one layer object for many
-    connections to the same server makes later handshakes resumptions (no certificate
-    exchange, a fraction of the CPU). TLS 1.3 tickets arrive after the handshake; a connection
-    hands its session to the cache when it is detached or closed. ``session=`` takes precedence.
-    """
-
-    below_kind: Final = Kind.BYTES
-
-    def __init__(
-        self,
-        context: ssl.SSLContext | trustme.CA | str | os.PathLike[str] | None = None,
-        *,
-        server_hostname: str | None = None,
-        mem: object = None,
-        pool: StateBlockPool | None = None,
-        alpn: Sequence[str] | None = None,
-        session: ssl.SSLSession | None = None,
-        session_cache: bool = True,
-    ) -> None:
-        if mem is not None and pool is not None:
-            raise InvalidArgument("give a layer mem or pool, not both")
-        self.context = client_context(context, alpn)
-        self.session_cache = session_cache
-        self.cached_session: ssl.SSLSession | None = None
-        """The session the next ``attach`` offers when ``session`` is not given."""
-        if server_hostname is None and self.context.check_hostname:
-            raise InvalidArgument("server_hostname is required when the context checks hostnames")
-        self.server_hostname = server_hostname
-        self.session = session
-        self._mem = mem
-        self._pool = pool
-
-    async def attach(self, stream: Any, deadline: float = FOREVER) -> TLSStream:
-        """Run the client handshake on ``stream``; on failure ``stream`` is closed."""
-        return await _attach(
-            stream, self.context, deadline, server_side=False,
-            server_hostname=self.server_hostname, mem=self._mem, pool=self._pool,
-            session=self.session or self.cached_session,
-            session_sink=self._remember if self.session_cache else None,
-        )  # fmt: skip
-
-    def _remember(self, session: ssl.SSLSession) -> None:
-        self.cached_session = session
-
-    def __repr__(self) -> str:
-        return f"<TLSClientLayer {self.server_hostname}>"
-
-
-# --- libdill facade ---------------------------------------------------------------------------
-
-
-async def _close_given(s: Any) -> None:
-    """A failed libdill-style attach closes the stream it was given, as the layers' ``attach``
-    does (a handle that is closed or owned by a layer is not the caller's: left alone)."""
-    with contextlib.suppress(StackError):
-        handle = wrap_stream(s)
-        handle._check()
-        await close_shielded(handle)
-
-
-async def _layer(s: Any, build: Callable[[], _L]) -> _L:
-    # Bad arguments (a certificate that does not load, a bad ALPN list, no mem...) are found
-    # while building the layer, before ``attach`` runs: ``s`` must be closed then too.
-    try:
-        return build()
-    except BaseException:
-        await _close_given(s)
-        raise
-
-
-async def tls_attach_server(
-    s: Any, cert: CertSource, key: str | bytes | os.PathLike[str] | None, deadline: float = FOREVER
-) -> TLSStream:
-    """libdill's ``tls_attach_server(s, cert, key, deadline)``."""
-    layer = await _layer(s, lambda: TLSServerLayer(cert, key))
-    return await layer.attach(s, deadline)
-
-
-async def tls_attach_server_mem(
-    s: Any,
-    cert: CertSource,
-    key: str | bytes | os.PathLike[str] | None,
-    mem: object,
-    deadline: float = FOREVER,
-) -> TLSStream:
-    """libdill's ``tls_attach_server_mem``: state kept in ``mem`` (>= ``TLS_SIZE`` bytes).
-
-    ::
-
-        mem = bytearray(TLS_SIZE)
-        tls = await tls_attach_server_mem(tcp, "cert.pem", "key.pem", mem, after(10))
-        await tls.send_all(b"ABC")
-        tcp = await tls_detach(tls, after(10))
-    """
-    if mem is None:
-        await _close_given(s)
-        raise InvalidArgument("tls_attach_server_mem needs a memory block (see TLS_SIZE)")
-    layer = await _layer(s, lambda: TLSServerLayer(cert, key, mem=mem))
-    return await layer.attach(s, deadline)
-
-
-async def tls_attach_client(
-    s: Any,
-    deadline: float = FOREVER,
-    *,
-    context: ssl.SSLContext | trustme.CA | str | None = None,
-    server_hostname: str | None = None,
-    alpn: Sequence[str] | None = None,
-    session: ssl.SSLSession | None = None,
-) -> TLSStream:
-    """libdill's ``tls_attach_client(s, deadline)``, with the verification settings as keywords."""
-    layer = await _layer(
-        s,
-        lambda: TLSClientLayer(
-            context, server_hostname=server_hostname, alpn=alpn, session=session
-        ),
-    )
-    return await layer.attach(s, deadline)
-
-
-async def tls_attach_client_mem(
-    s: Any,
-    mem: object,
-    deadline: float = FOREVER,
-    *,
-    context: ssl.SSLContext | trustme.CA | str | None = None,
-    server_hostname: str | None = None,
-    alpn: Sequence[str] | None = None,
-    session: ssl.SSLSession | None = None,
-) -> TLSStream:
-    """libdill's ``tls_attach_client_mem(s, mem, deadline)``."""
-    if mem is None:
-        await _close_given(s)
-        raise InvalidArgument("tls_attach_client_mem needs a memory block (see TLS_SIZE)")
-    layer = await _layer(
-        s,
-        lambda: TLSClientLayer(
-            context, server_hostname=server_hostname, alpn=alpn, session=session, mem=mem
-        ),
-    )
-    return await layer.attach(s, deadline)
-
-
-def _tls(s: object) -> TLSStream:
-    if not isinstance(s, TLSStream):
-        raise NotSupported(f"not a TLS stream: {type(s).__name__}")
-    return s
-
-
-async def tls_done(s: TLSStream, deadline: float = FOREVER) -> None:
-    """libdill's ``tls_done``: send close_notify; receiving continues."""
-    await _tls(s).send_eof(deadline)
-
-
-async def tls_detach(s: TLSStream, deadline: float = FOREVER) -> Handle:
-    """libdill's ``tls_detach``: clean TLS shutdown; returns the underlying stream."""
-    return await _tls(s).detach(deadline)

@@ -14,7 +14,8 @@ import trustme
 from .._base import Handle, Layer
 from .._deadline import FOREVER
 from .._stack import ProtocolStack
-from .._tls import TLSClientLayer, TLSServerLayer, TLSStream
+from .._tls import TLSStream
+from .._tlslayer import TLSClientLayer, TLSServerLayer
 from .._transports import SocketTransport, memory_pair, pipe_pair, socketpair
 
 __all__ = ["TRANSPORT_PAIRS", "attach_both", "stack_pair", "tcp_pair", "tls_pair", "unix_pair"]

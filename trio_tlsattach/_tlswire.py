@@ -1,0 +1,263 @@
+"""The lower half of a TLS stream: ciphertext between OpenSSL and the stream below.
+
+Theory of operation
+-------------------
+:class:`TLSWire` is the base of :class:`~trio_tlsattach._tls.TLSStream` (read ``_tls`` first)
+and owns everything that moves ciphertext:
+
+* **Reading.** ``_pull`` waits for the stream below and ``_take_nowait`` reads what it has now.
+  The bytes land in a 128 KiB scratch buffer lent from a free list for that one synchronous step
+  (read, then copy into OpenSSL's ``MemoryBIO``), so no connection owns a receive buffer and
+  steady-state receiving allocates nothing per record. TLS in TLS nests the step, so each level
+  borrows its own buffer.
+* **Counting whole records** (``_feed``). TLS records are a 5-byte header (type, version,
+  16-bit length) then the body. Hopping from header to header as ciphertext arrives tells,
+  without asking OpenSSL (whose "no" is an exception), how many whole records a read can take,
+  and whether a receive that times out stands in the middle of one (which breaks receiving).
+* **Writing** (``_flush``). Whoever makes ciphertext sends *everything* pending in OpenSSL's
+  output, with one non-blocking send and no lock when nobody is part-way through a send; a
+  remainder that has to wait is sent under ``_wire_lock``, so records leave in the order
+  OpenSSL made them even when a receive (a KeyUpdate answer, an alert) and a send both write.
+* **The state record** in the caller's memory block (``_save_record``): phase, direction flags,
+  byte counters.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from typing import Final
+
+import trio
+
+from ._base import AttachedMixin, ByteStream
+from ._deadline import FOREVER
+from ._errors import ConnectionBroken, DeadlineExceeded, StackError
+from ._mem import STATE_RECORD
+
+__all__ = ["DEFAULT_RECEIVE_SIZE", "SCRATCH_SIZE", "TLSWire"]
+
+DEFAULT_RECEIVE_SIZE: Final = 65536
+_LAYER_ID: Final = 1
+
+# Direction flags, as stored in the state record.
+_HANDSHOOK: Final = 1
+_SEND_DONE: Final = 2
+_SEND_BROKEN: Final = 4
+_RECV_EOF: Final = 8
+_RECV_BROKEN: Final = 16
+
+SCRATCH_SIZE: Final = 128 * 1024
+"""Ciphertext taken from the stream below per read: eight full TLS records, so one read takes
+in all the records of a 64 KiB write and a wake-up drains most of a socket buffer at once."""
+
+# Scratch buffers lent for one synchronous step. A list, not one buffer: TLS in TLS nests these
+# steps, and threads each running Trio share the list (pop and append are atomic). Its length
+# is the deepest nesting seen, not the number of connections.
+_spare_scratch: list[memoryview] = []
+
+_HOP: Final = tuple((high << 8) + 5 for high in range(256))
+"""Indexed by a record header's byte 3: the header's length plus the high byte of the body's."""
+
+
+class TLSWire(AttachedMixin, ByteStream):
+    """Ciphertext in and out, and the state record: the base of ``TLSStream``."""
+
+    __slots__ = (
+        "_bytes_in", "_bytes_out", "_drained", "_flags", "_incoming", "_outgoing", "_records",
+        "_recv_error", "_send_error", "_skip", "_split_header", "_wait_buffer", "_wire",
+        "_wire_lock",
+    )  # fmt: skip
+
+    _wire: ByteStream  # ``_below``, typed: the hot path's isinstance checks cost time
+    _incoming: ssl.MemoryBIO
+    _outgoing: ssl.MemoryBIO
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._flags = 0
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._recv_error: tuple[type[StackError], str] | None = None
+        self._send_error: str | None = None
+        # Made when a send has to wait part-way, dropped when free again (see _flush).
+        self._wire_lock: trio.Lock | None = None
+        self._wait_buffer: memoryview | None = None  # for streams below that cannot poll
+        # Record tracking of the ciphertext handed to OpenSSL (see _feed): whole records not
+        # yet read (an upper bound: a record without application data, e.g. a session ticket,
+        # is taken by the read of the next one), bytes still to come of the record in progress,
+        # and the first bytes of a header cut by a read.
+        self._records = 0
+        self._skip = 0
+        self._split_header = b""
+        self._drained = False  # the last read from below came back short
+
+    # --- state record -------------------------------------------------------------------------
+
+    def _save_record(self, deadline: float) -> None:
+        view = None if self._block is None else self._block.view
+        if view is None:  # released: closed or detached
+            return
+        STATE_RECORD.pack_into(
+            view, 0, int(self._phase), self._flags, _LAYER_ID, 0,
+            self._bytes_in, self._bytes_out, float(deadline),
+        )  # fmt: skip
+
+    def _set(self, flag: int) -> None:
+        self._flags |= flag
+        self._save_record(FOREVER)
+
+    def _break_both(self) -> None:
+        self._recv_error = (ConnectionBroken, "the TLS connection failed")
+        self._send_error = "the TLS connection failed"
+        self._set(_SEND_BROKEN | _RECV_BROKEN)
+
+    # --- moving ciphertext --------------------------------------------------------------------
+
+    async def _pull(self, deadline: float, during: str) -> bool:
+        """Wait for ciphertext from below into ``_incoming``; False at the stream's end.
+
+        Waits for readability first, then reads without waiting: a drained socket is not asked
+        twice (each EAGAIN is an exception, the costliest thing on this path).
+        """
+        below = self._wire
+        try:
+            while True:
+                if deadline != math.inf and deadline <= trio.current_time():
+                    # A passed deadline (IMMEDIATE) fails at the first wait even when bytes
+                    # are there, and ``_drained`` may be stale (set by the last short read):
+                    # look once without waiting, so IMMEDIATE does what can be done.
+                    got = self._take_nowait()
+                    if got is not None:
+                        break
+                if not await below._wait_receivable(deadline):
+                    buffer = self._wait_buffer or memoryview(bytearray(DEFAULT_RECEIVE_SIZE))
+                    self._wait_buffer = None  # as in _receive_some: kept only while busy
+                    got = await below._receive_into(buffer, deadline, False)
+                    self._drained = got < len(buffer)
+                    if got:
+                        self._feed(buffer, got)
+                    if not self._drained:
+                        self._wait_buffer = buffer
+                    break
+                got = self._take_nowait()
+                if got is not None:
+                    break
+        except (trio.Cancelled, DeadlineExceeded):
+            if self._mid_record() and during == "receive":
+                self._recv_error = (ConnectionBroken, "a receive was interrupted mid-record")
+                self._set(_RECV_BROKEN)
+            raise
+        except StackError as exc:
+            self._recv_error = (ConnectionBroken, f"the stream below failed: {exc.strerror}")
+            self._set(_RECV_BROKEN)
+            raise
+        return bool(got)
+
+    def _take_nowait(self) -> int | None:
+        """Move what the stream below has now into ``_incoming``: the count, None if nothing.
+
+        The ciphertext passes through a lent scratch buffer, held for this synchronous step
+        only; a layer below that is TLS too borrows its own.
+        """
+        scratch = _spare_scratch.pop() if _spare_scratch else memoryview(bytearray(SCRATCH_SIZE))
+        try:
+            got = self._wire._receive_nowait(scratch)
+            if got is None:
+                self._drained = True
+            else:
+                self._drained = got < SCRATCH_SIZE
+                if got:
+                    self._feed(scratch, got)
+            return got
+        finally:
+            _spare_scratch.append(scratch)
+
+    def _feed(self, scratch: memoryview, count: int) -> None:
+        """Hand the first ``count`` bytes of ``scratch`` to OpenSSL, counting whole records.
+
+        TLS records are a 5-byte header (type, version, 16-bit length) then the body. Hopping
+        from header to header tells, without asking OpenSSL (whose "no" is an exception), how
+        many whole records a read can take, and whether we stand mid-record. This runs once per
+        record received, so each hop is one line that allocates two ints: ``_HOP`` holds byte 3
+        of a header already shifted and plus 5, and the views ``d3``/``d4`` start 3 and 4 bytes
+        in, so that ``d3[pos]`` is the header's byte 3 without computing ``pos + 3``.
+        """
+        data = scratch[:count]
+        self._incoming.write(data)
+        pos = self._skip
+        if self._split_header:  # a header cut by the previous read: join it first
+            need = 5 - len(self._split_header)
+            have = self._split_header + bytes(data[:need])
+            if len(have) < 5:
+                self._split_header = have
+                return
+            self._split_header = b""
+            pos = need + ((have[3] << 8) | have[4])  # where that record ends in this read
+        if pos > count:  # still inside the record begun earlier
+            self._skip = pos - count
+            return
+        whole = 1 if pos else 0  # the record begun earlier ends in this read
+        limit = count - 4
+        if pos < limit:
+            d3 = scratch[3:]
+            d4 = scratch[4:]
+            hop = _HOP
+            while pos < limit:
+                pos = pos + hop[d3[pos]] + d4[pos]
+                whole += 1
+        if pos > count:
+            whole -= 1
+            self._skip = pos - count
+        else:
+            self._skip = 0
+            if pos < count:
+                self._split_header = bytes(data[pos:count])
+        self._records += whole
+
+    def _mid_record(self) -> bool:
+        """True when part of a record has arrived but not all of it."""
+        return bool(self._skip or self._split_header)
+
+    async def _flush(self, deadline: float) -> None:
+        """Send everything OpenSSL has produced, in order (see the module docstring).
+
+        What the stream below accepts without waiting leaves at once; only a remainder waits.
+        """
+        outgoing = self._outgoing
+        if not outgoing.pending:
+            return
+        below = self._wire
+        lock = self._wire_lock
+        if lock is not None:  # another task is part-way through sending: queue behind it
+            await lock.acquire()
+        try:
+            if lock is None:
+                # Nobody is mid-send and nothing is awaited before the bytes are handed below,
+                # so no other task's records can overtake ours: no lock needed.
+                data = outgoing.read()
+                sent = below._send_nowait(data)
+                if sent == len(data):
+                    return
+                lock = self._wire_lock = trio.Lock()
+                lock.acquire_nowait()
+                rest = memoryview(data)[sent:]
+            else:
+                rest = memoryview(outgoing.read())  # whatever was made while we waited
+            if rest:
+                await below._send_all(rest, deadline, False)
+        except BaseException:
+            self._send_error = "a send was interrupted after TLS records were produced"
+            self._set(_SEND_BROKEN)
+            raise
+        finally:
+            if lock is not None:
+                lock.release()
+                if not lock.locked():  # nobody queued behind us: back to the lock-free state
+                    self._wire_lock = None
+
+    async def _flush_on_close(self) -> None:
+        """Best effort: hand a last word (alert, close_notify) below without waiting long."""
+        data = self._outgoing.read()
+        if data and self._wire_lock is None:  # else a send is part-way: do not cut into it
+            await self._wire._send_on_close(data)

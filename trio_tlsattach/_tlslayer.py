@@ -197,22 +197,28 @@ async def _close_given(s: Any) -> None:
         await close_shielded(handle)
 
 
-async def _layer(s: Any, build: Callable[[], _L]) -> _L:
-    # Bad arguments (a certificate that does not load, a bad ALPN list, no mem...) are found
-    # while building the layer, before ``attach`` runs: ``s`` must be closed then too.
+async def _build_and_attach(s: Any, build: Callable[[], _L], deadline: float) -> TLSStream:
+    # Bad arguments (a certificate that does not load, a bad ALPN list...) are found while
+    # building the layer, before ``attach`` runs: ``s`` must be closed then too.
     try:
-        return build()
+        layer = build()
     except BaseException:
         await _close_given(s)
         raise
+    return await layer.attach(s, deadline)
+
+
+async def _need_mem(s: Any, mem: object, function: str) -> None:
+    if mem is None:
+        await _close_given(s)
+        raise InvalidArgument(f"{function} needs a memory block (see TLS_SIZE)")
 
 
 async def tls_attach_server(
     s: Any, cert: CertSource, key: str | bytes | os.PathLike[str] | None, deadline: float = FOREVER
 ) -> TLSStream:
     """libdill's ``tls_attach_server(s, cert, key, deadline)``."""
-    layer = await _layer(s, lambda: TLSServerLayer(cert, key))
-    return await layer.attach(s, deadline)
+    return await _build_and_attach(s, lambda: TLSServerLayer(cert, key), deadline)
 
 
 async def tls_attach_server_mem(
@@ -231,11 +237,8 @@ async def tls_attach_server_mem(
         await tls.send_all(b"ABC")
         tcp = await tls_detach(tls, after(10))
     """
-    if mem is None:
-        await _close_given(s)
-        raise InvalidArgument("tls_attach_server_mem needs a memory block (see TLS_SIZE)")
-    layer = await _layer(s, lambda: TLSServerLayer(cert, key, mem=mem))
-    return await layer.attach(s, deadline)
+    await _need_mem(s, mem, "tls_attach_server_mem")
+    return await _build_and_attach(s, lambda: TLSServerLayer(cert, key, mem=mem), deadline)
 
 
 async def tls_attach_client(
@@ -248,13 +251,11 @@ async def tls_attach_client(
     session: ssl.SSLSession | None = None,
 ) -> TLSStream:
     """libdill's ``tls_attach_client(s, deadline)``, with the verification settings as keywords."""
-    layer = await _layer(
-        s,
-        lambda: TLSClientLayer(
-            context, server_hostname=server_hostname, alpn=alpn, session=session
-        ),
-    )
-    return await layer.attach(s, deadline)
+
+    def build() -> TLSClientLayer:
+        return TLSClientLayer(context, server_hostname=server_hostname, alpn=alpn, session=session)
+
+    return await _build_and_attach(s, build, deadline)
 
 
 async def tls_attach_client_mem(
@@ -268,16 +269,14 @@ async def tls_attach_client_mem(
     session: ssl.SSLSession | None = None,
 ) -> TLSStream:
     """libdill's ``tls_attach_client_mem(s, mem, deadline)``."""
-    if mem is None:
-        await _close_given(s)
-        raise InvalidArgument("tls_attach_client_mem needs a memory block (see TLS_SIZE)")
-    layer = await _layer(
-        s,
-        lambda: TLSClientLayer(
+    await _need_mem(s, mem, "tls_attach_client_mem")
+
+    def build() -> TLSClientLayer:
+        return TLSClientLayer(
             context, server_hostname=server_hostname, alpn=alpn, session=session, mem=mem
-        ),
-    )
-    return await layer.attach(s, deadline)
+        )
+
+    return await _build_and_attach(s, build, deadline)
 
 
 def _tls(s: object) -> TLSStream:

@@ -116,9 +116,8 @@ class TLSStream(TLSWire):
     """
 
     __slots__ = (
-        "_context", "_handshake_lock", "_https_compatible", "_raw", "_receive_buffer",
-        "_receive_conflict", "_send_conflict", "_server_side", "_session_sink", "_ssl",
-        "unread_data",
+        "_context", "_handshake_lock", "_https_compatible", "_raw", "_receive_conflict",
+        "_send_conflict", "_server_side", "_session_sink", "_ssl", "unread_data",
     )  # fmt: skip
 
     def __init__(
@@ -166,7 +165,6 @@ class TLSStream(TLSWire):
         self._receive_conflict = ConflictDetector(
             "another task is already receiving on this stream"
         )
-        self._receive_buffer: bytearray | None = None
         self._session_sink: Callable[[ssl.SSLSession], None] | None = None
         # The C object under ``SSLObject``'s Python wrappers, whose methods are called once per
         # record: the wrapper's frame costs as much as a small record's decryption. Same
@@ -446,18 +444,12 @@ class TLSStream(TLSWire):
 
     async def _receive_some(self, max_bytes: int | None = None, deadline: float = FOREVER) -> bytes:
         size = check_max_bytes(max_bytes, DEFAULT_RECEIVE_SIZE)
-        buffer = self._receive_buffer
-        if buffer is None or len(buffer) < size:
-            buffer = bytearray(size)
-        self._receive_buffer = None  # while it is ours, in case another task calls too
-        with memoryview(buffer)[:size] as view:
-            n = await self._receive_into(view, deadline)
-            data = bytes(view[:n])
-        # A full read says more is coming: keep the buffer. A short one says the stream is
-        # drained, maybe idle for long: do not hold 64 KiB per idle connection.
-        if n == size:
-            self._receive_buffer = buffer
-        return data
+        # A fresh buffer per call: one kept between calls would stay with a connection that
+        # goes idle after bulk traffic (64 KiB each). The bytes copy is needed anyway.
+        buffer = bytearray(size)
+        n = await self._receive_into(buffer, deadline)
+        with memoryview(buffer) as view:
+            return bytes(view[:n])
 
     def _receive_nowait(self, view: memoryview) -> int | None:
         if self._pushback:

@@ -6,7 +6,7 @@ Theory of operation
 and owns everything that moves ciphertext:
 
 * **Reading.** ``_pull`` waits for the stream below and ``_take_nowait`` reads what it has now.
-  The bytes land in a 48 KiB scratch buffer lent from a free list for that one synchronous step
+  The bytes land in a 64 KiB scratch buffer lent from a free list for that one synchronous step
   (read, then copy into OpenSSL's ``MemoryBIO``), so no connection owns a receive buffer and
   steady-state receiving allocates nothing per record. TLS in TLS nests the step, so each level
   borrows its own buffer.
@@ -47,17 +47,25 @@ _SEND_BROKEN: Final = 4
 _RECV_EOF: Final = 8
 _RECV_BROKEN: Final = 16
 
-SCRATCH_SIZE: Final = 48 * 1024
-"""Ciphertext taken from the stream below per read: three full TLS records. OpenSSL's
+SCRATCH_SIZE: Final = 64 * 1024
+"""Ciphertext taken from the stream below per read: four full TLS records. OpenSSL's
 ``MemoryBIO`` never gives memory back, so what one read hands it stays allocated for the life of
-the connection: a bound here keeps a connection that once moved bulk data cheap when idle.
-Measured against 32 and 128 KiB: 128 was 2 % faster in one process and 6 % slower with the
-sender in another process; 32 was 1 % slower than this in both."""
+the connection: a bound here keeps a connection that once moved bulk data cheap when idle, and
+a larger read means fewer wake-ups, calls and allocations per MB. Measured (benchmarks/README):
+128 KiB cost 100 KB more per idle pair after bulk traffic than trio.SSLStream, 48 KiB cost
+40 % more allocations per MB than 64 KiB."""
 
 # Scratch buffers lent for one synchronous step. A list, not one buffer: TLS in TLS nests these
 # steps, and threads each running Trio share the list (pop and append are atomic). Its length
 # is the deepest nesting seen, not the number of connections.
-_spare_scratch: list[memoryview] = []
+# Each entry is the buffer and its views from byte 3 and byte 4 (see _feed), made once.
+_spare_scratch: list[tuple[memoryview, memoryview, memoryview]] = []
+
+
+def _new_scratch() -> tuple[memoryview, memoryview, memoryview]:
+    view = memoryview(bytearray(SCRATCH_SIZE))
+    return view, view[3:], view[4:]
+
 
 _HOP: Final = tuple((high << 8) + 5 for high in range(256))
 """Indexed by a record header's byte 3: the header's length plus the high byte of the body's."""
@@ -139,7 +147,7 @@ class TLSWire(AttachedMixin, ByteStream):
                     got = await below._receive_into(buffer, deadline, False)
                     self._drained = got < len(buffer)
                     if got:
-                        self._feed(buffer, got)
+                        self._feed(got, buffer, buffer[3:], buffer[4:])
                     if not self._drained:
                         self._wait_buffer = buffer
                     break
@@ -163,28 +171,28 @@ class TLSWire(AttachedMixin, ByteStream):
         The ciphertext passes through a lent scratch buffer, held for this synchronous step
         only; a layer below that is TLS too borrows its own.
         """
-        scratch = _spare_scratch.pop() if _spare_scratch else memoryview(bytearray(SCRATCH_SIZE))
+        lent = _spare_scratch.pop() if _spare_scratch else _new_scratch()
         try:
-            got = self._wire._receive_nowait(scratch)
+            got = self._wire._receive_nowait(lent[0])
             if got is None:
                 self._drained = True
             else:
                 self._drained = got < SCRATCH_SIZE
                 if got:
-                    self._feed(scratch, got)
+                    self._feed(got, *lent)
             return got
         finally:
-            _spare_scratch.append(scratch)
+            _spare_scratch.append(lent)
 
-    def _feed(self, scratch: memoryview, count: int) -> None:
+    def _feed(self, count: int, scratch: memoryview, d3: memoryview, d4: memoryview) -> None:
         """Hand the first ``count`` bytes of ``scratch`` to OpenSSL, counting whole records.
 
         TLS records are a 5-byte header (type, version, 16-bit length) then the body. Hopping
         from header to header tells, without asking OpenSSL (whose "no" is an exception), how
         many whole records a read can take, and whether we stand mid-record. This runs once per
         record received, so each hop is one line that allocates two ints: ``_HOP`` holds byte 3
-        of a header already shifted and plus 5, and the views ``d3``/``d4`` start 3 and 4 bytes
-        in, so that ``d3[pos]`` is the header's byte 3 without computing ``pos + 3``.
+        of a header already shifted and plus 5, and ``d3``/``d4`` are ``scratch`` from byte 3
+        and byte 4, so that ``d3[pos]`` is the header's byte 3 without computing ``pos + 3``.
         """
         data = scratch[:count]
         self._incoming.write(data)
@@ -203,8 +211,6 @@ class TLSWire(AttachedMixin, ByteStream):
         whole = 1 if pos else 0  # the record begun earlier ends in this read
         limit = count - 4
         if pos < limit:
-            d3 = scratch[3:]
-            d4 = scratch[4:]
             hop = _HOP
             while pos < limit:
                 pos = pos + hop[d3[pos]] + d4[pos]

@@ -58,11 +58,13 @@ a larger read means fewer wake-ups, calls and allocations per MB. Measured (benc
 # Scratch buffers lent for one synchronous step. A list, not one buffer: TLS in TLS nests these
 # steps, and threads each running Trio share the list (pop and append are atomic). Its length
 # is the deepest nesting seen, not the number of connections.
-# Each entry is the buffer and its views from byte 3 and byte 4 (see _feed), made once.
-_spare_scratch: list[tuple[memoryview, memoryview, memoryview]] = []
+# A scratch buffer and its views from byte 3 and byte 4 (see _feed), made once.
+_Scratch = tuple[memoryview, memoryview, memoryview]
+
+_spare_scratch: list[_Scratch] = []
 
 
-def _new_scratch() -> tuple[memoryview, memoryview, memoryview]:
+def _new_scratch() -> _Scratch:
     view = memoryview(bytearray(SCRATCH_SIZE))
     return view, view[3:], view[4:]
 
@@ -93,7 +95,7 @@ class TLSWire(AttachedMixin, ByteStream):
         self._send_error: str | None = None
         # Made when a send has to wait part-way, dropped when free again (see _flush).
         self._wire_lock: trio.Lock | None = None
-        self._wait_buffer: memoryview | None = None  # for streams below that cannot poll
+        self._wait_buffer: _Scratch | None = None  # for streams below that cannot poll
         # Record tracking of the ciphertext handed to OpenSSL (see _feed): whole records not
         # yet read (an upper bound: a record without application data, e.g. a session ticket,
         # is taken by the read of the next one), bytes still to come of the record in progress,
@@ -142,14 +144,14 @@ class TLSWire(AttachedMixin, ByteStream):
                     if got is not None:
                         break
                 if not await below._wait_receivable(deadline):
-                    buffer = self._wait_buffer or memoryview(bytearray(DEFAULT_RECEIVE_SIZE))
-                    self._wait_buffer = None  # as in _receive_some: kept only while busy
-                    got = await below._receive_into(buffer, deadline, False)
-                    self._drained = got < len(buffer)
-                    if got:
-                        self._feed(got, buffer, buffer[3:], buffer[4:])
+                    # This read awaits, so it cannot use a lent buffer: a buffer of its own,
+                    # kept only while reads come back full (busy), like _receive_some's.
+                    own = self._wait_buffer or _new_scratch()
+                    self._wait_buffer = None
+                    got = await below._receive_into(own[0], deadline, False)
+                    self._absorb(got, own)
                     if not self._drained:
-                        self._wait_buffer = buffer
+                        self._wait_buffer = own
                     break
                 got = self._take_nowait()
                 if got is not None:
@@ -177,12 +179,16 @@ class TLSWire(AttachedMixin, ByteStream):
             if got is None:
                 self._drained = True
             else:
-                self._drained = got < SCRATCH_SIZE
-                if got:
-                    self._feed(got, *lent)
+                self._absorb(got, lent)
             return got
         finally:
             _spare_scratch.append(lent)
+
+    def _absorb(self, got: int, scratch: _Scratch) -> None:
+        """Note whether the read drained the stream below, and feed what it brought."""
+        self._drained = got < SCRATCH_SIZE
+        if got:
+            self._feed(got, *scratch)
 
     def _feed(self, count: int, scratch: memoryview, d3: memoryview, d4: memoryview) -> None:
         """Hand the first ``count`` bytes of ``scratch`` to OpenSSL, counting whole records.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -16,7 +15,7 @@ from .._deadline import FOREVER
 from .._stack import ProtocolStack
 from .._tls import TLSStream
 from .._tlslayer import TLSClientLayer, TLSServerLayer
-from .._transports import SocketTransport, memory_pair, pipe_pair, socketpair
+from .._transports import SocketTransport, memory_pair, open_tcp, pipe_pair, socketpair
 
 __all__ = ["TRANSPORT_PAIRS", "attach_both", "stack_pair", "tcp_pair", "tls_pair", "unix_pair"]
 
@@ -30,18 +29,14 @@ async def tcp_pair(host: str = "127.0.0.1") -> tuple[SocketTransport, SocketTran
         listener.bind((host, 0))
         listener.listen(1)
         listener.setblocking(False)
-        client = socket.socket(family)
-        client.setblocking(False)
-        with contextlib.suppress(BlockingIOError):  # a non-blocking connect is under way
-            client.connect(listener.getsockname()[:2])
+        client = await open_tcp(host, listener.getsockname()[1])
         while True:
             try:
                 server, _ = listener.accept()
                 break
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(listener)
-        await trio.lowlevel.wait_writable(client)
-    return SocketTransport(client), SocketTransport(server)
+    return client, SocketTransport(server)
 
 
 async def unix_pair(path: str | os.PathLike[str]) -> tuple[SocketTransport, SocketTransport]:

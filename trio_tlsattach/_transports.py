@@ -201,8 +201,8 @@ class FdTransport(ByteStream):
         if self._send_done or self._send_broken:
             return
         try:
-            sent = self._send_now(memoryview(data))
-        except OSError:
+            sent = self._send_nowait(data)
+        except OSError:  # translated or not: a last word lost costs the peer a clean close
             sent = 0
         if sent < len(data):
             self._send_broken = True

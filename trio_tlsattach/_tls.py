@@ -307,7 +307,11 @@ class TLSStream(TLSWire):
         self, data: Any, deadline: float = FOREVER, checkpoint: bool = True
     ) -> None:
         checked = check_deadline(deadline)
-        with self._send_conflict:
+        busy = self._send_conflict  # ConflictDetector, spelled out: this is a hot path
+        if busy.held:
+            raise busy.conflict()
+        busy.held = True
+        try:
             self._check_send()
             with bytes_view(data) as view:
                 if checkpoint:
@@ -330,6 +334,8 @@ class TLSStream(TLSWire):
                 self._bytes_out += size
             if checkpoint:
                 await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            busy.held = False
 
     async def _wait_send_all_might_not_block(self) -> None:
         with self._send_conflict:
@@ -407,7 +413,11 @@ class TLSStream(TLSWire):
     ) -> int:
         view = as_writable_view(buffer)
         checked = check_deadline(deadline)
-        with self._receive_conflict:
+        busy = self._receive_conflict  # ConflictDetector, spelled out: this is a hot path
+        if busy.held:
+            raise busy.conflict()
+        busy.held = True
+        try:
             if checkpoint:
                 await trio.lowlevel.checkpoint_if_cancelled()
             if self._pushback:
@@ -441,6 +451,8 @@ class TLSStream(TLSWire):
             if checkpoint and not waited:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return n
+        finally:
+            busy.held = False
 
     async def _receive_some(self, max_bytes: int | None = None, deadline: float = FOREVER) -> bytes:
         size = check_max_bytes(max_bytes, DEFAULT_RECEIVE_SIZE)

@@ -356,19 +356,17 @@ class TLSStream(TLSWire):
         could be had. An error after some bytes were delivered is kept for the next call.
         """
         rest = view  # the part of the caller's buffer still empty
-        raw = self._raw
-        read = raw.read
-        plaintext_pending = raw.pending
+        raw = self._raw  # its methods are not cached: a bound method is an allocation per call
         while True:
             try:
                 # Only call into OpenSSL when it has plaintext or a whole record: its "want
                 # more" is an exception, which costs more than decrypting a small record.
                 while rest:
-                    if not plaintext_pending():
+                    if not raw.pending():  # plaintext left over from a record
                         if not self._records:
                             break
                         self._records -= 1
-                    n = read(0, rest)  # 0: as much as fits in ``rest``
+                    n = raw.read(0, rest)  # 0: as much as fits in ``rest``
                     if not n:
                         self._set(_RECV_EOF)
                         return len(view) - len(rest)

@@ -84,18 +84,6 @@ def test_bad_header_lengths_are_einval(bad: object) -> None:
     assert info.value.errno == errno.EINVAL
 
 
-async def test_eof_mid_message_is_connection_broken() -> None:
-    a, b = ta.socketpair()
-    msgs = await ta.PrefixLayer(4).attach(a)
-    await b.send_all(b"\x00\x00\x00\x10only part")
-    await b.send_eof()
-    with pytest.raises(ta.ConnectionBroken) as info:
-        await msgs.receive_message()
-    assert info.value.errno == errno.ECONNRESET
-    await msgs.aclose()
-    await b.aclose()
-
-
 async def test_clean_eof_and_iteration() -> None:
     a, b = ta.socketpair()
     x, y = await attach_both(a, b, ta.PrefixLayer(2).attach, ta.PrefixLayer(2).attach)
@@ -107,21 +95,6 @@ async def test_clean_eof_and_iteration() -> None:
     assert [m async for m in y] == [b"one", b"two", b"three"]
     await x.aclose()
     await y.aclose()
-
-
-async def test_receive_deadline_then_usable(autojump_clock: trio.testing.MockClock) -> None:
-    a, b = ta.socketpair()
-    msgs = await ta.PrefixLayer(4).attach(a)
-    await b.send_all(b"\x00\x00\x00\x05he")  # a partial message: it is kept, not lost
-    start = trio.current_time()
-    with pytest.raises(ta.DeadlineExceeded) as info:
-        await msgs.receive_message(ta.after(2))
-    assert info.value.errno == errno.ETIMEDOUT
-    assert trio.current_time() - start == pytest.approx(2)
-    await b.send_all(b"llo")
-    assert await msgs.receive_message() == b"hello"
-    await msgs.aclose()
-    await b.aclose()
 
 
 async def test_detach_pushes_back_bytes_read_past_the_last_message() -> None:

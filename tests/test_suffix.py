@@ -83,20 +83,6 @@ async def test_facade() -> None:
     await b.aclose()
 
 
-async def test_eof_mid_message_is_connection_broken_and_sticky() -> None:
-    a, b = ta.socketpair()
-    msgs = await ta.CRLFLayer().attach(a)
-    await b.send_all(b"whole\r\nhalf a li")
-    await b.send_eof()
-    assert await msgs.receive_message() == b"whole"
-    for _ in range(2):
-        with pytest.raises(ta.ConnectionBroken) as info:
-            await msgs.receive_message()
-        assert info.value.errno == errno.ECONNRESET
-    await msgs.aclose()
-    await b.aclose()
-
-
 async def test_send_after_send_eof_and_bad_messages() -> None:
     a, b = ta.socketpair()
     msgs = await ta.SuffixLayer(TEN).attach(a)
@@ -132,23 +118,6 @@ async def test_old_handle_is_ebadf_while_attached() -> None:
         await msgs.send_message(b"x")  # the detached layer is dead
     assert await b.receive_some(100) == b"usable again"
     await raw.aclose()
-    await b.aclose()
-
-
-async def test_receive_deadline_mid_message_then_usable(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    a, b = ta.socketpair()
-    msgs = await ta.CRLFLayer().attach(a)
-    await b.send_all(b"split\r")  # the delimiter is split across the timeout
-    start = trio.current_time()
-    with pytest.raises(ta.DeadlineExceeded) as info:
-        await msgs.receive_message(ta.after(1.5))
-    assert info.value.errno == errno.ETIMEDOUT
-    assert trio.current_time() - start == pytest.approx(1.5)
-    await b.send_all(b"\n")
-    assert await msgs.receive_message() == b"split"
-    await msgs.aclose()
     await b.aclose()
 
 

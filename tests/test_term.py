@@ -151,16 +151,6 @@ async def test_detach_deadline_closes_the_stack(autojump_clock: trio.testing.Moc
     await y.aclose()
 
 
-async def test_receive_deadline_then_usable(autojump_clock: trio.testing.MockClock) -> None:
-    x, y = await _pair()
-    with pytest.raises(ta.DeadlineExceeded):
-        await y.receive_message(ta.after(10))
-    await x.send_message(b"late but fine")
-    assert await y.receive_message() == b"late but fine"
-    await x.aclose()
-    await y.aclose()
-
-
 async def test_bad_inputs_and_concurrent_senders() -> None:
     with pytest.raises(ta.InvalidArgument):
         ta.TermLayer("BYE")  # type: ignore[arg-type]

@@ -97,6 +97,55 @@ async def echo_one_line(
         await tls.send_all(b"echo:" + line)
 
 
+async def tool_client_to_our_server(
+    tools: Tools, certs: Certs, make_argv: Callable[[int], Sequence[str]], line: bytes
+) -> tuple[dict[str, object], Tool, int]:
+    """Our echo server (:func:`echo_one_line`) on a fresh port, a tool as its client.
+
+    ``make_argv(port)`` is the tool's command line; it is sent ``line`` on its standard input,
+    which is closed once the echo came back. Returns what our server negotiated and received,
+    the tool, and its exit code.
+    """
+    listener, port = await tcp_listener()
+    seen: dict[str, object] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(echo_one_line, listener, certs, seen)
+        tool = await tools.start(make_argv(port), stdin=subprocess.PIPE)
+        assert tool.process.stdin is not None
+        await tool.process.stdin.send_all(line)
+        assert await tool.expect(re.escape(b"echo:" + line)), tool.text()
+        await tool.process.stdin.aclose()  # some tools end on EOF, others on our close_notify
+        code = await tool.wait()
+    await listener.aclose()
+    return seen, tool, code
+
+
+async def our_client_to_tool_server(
+    port: int, certs: Certs, line: bytes, answer: bytes
+) -> dict[str, object]:
+    """Our TLS client (SNI ``localhost``, ALPN ``http/1.1``) to a tool listening on ``port``.
+
+    Sends ``line`` and reads until ``answer`` comes back; returns what was negotiated.
+    """
+    with trio.fail_after(TOOL_TIMEOUT):
+        raw = await ta.open_tcp("127.0.0.1", port)
+        layer = ta.TLSClientLayer(certs.ca, server_hostname="localhost", alpn=["http/1.1"])
+        tls = await layer.attach(raw, ta.after(TOOL_TIMEOUT))
+        async with tls:
+            await tls.send_all(line)
+            got = b""
+            while answer not in got:
+                chunk = await tls.receive_some(100)
+                assert chunk, f"the server closed after {got!r}"
+                got += chunk
+            return {
+                "version": tls.tls_version,
+                "alpn": tls.alpn,
+                "sni": tls.server_hostname,
+                "peer_cert": tls.peer_cert is not None,
+            }
+
+
 async def wait_for_port(port: int, attempts: int = 200) -> ta.SocketTransport:
     """Connect to a tool that is still starting; retries a bounded number of times.
 

@@ -6,14 +6,16 @@ attributes, openssl's side through what it prints). Skipped only when ``openssl`
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
-import trio
 
-import trio_tlsattach as ta
-
-from .conftest import TOOL_TIMEOUT, VERSION_FLAGS, Certs, Tools, echo_one_line, need, tcp_listener
+from .conftest import (
+    VERSION_FLAGS,
+    Certs,
+    Tools,
+    need,
+    our_client_to_tool_server,
+    tool_client_to_our_server,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -21,24 +23,16 @@ pytestmark = pytest.mark.interop
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
 async def test_s_client_to_our_server(version: str, certs: Certs, tools: Tools) -> None:
     openssl = need("openssl")
-    listener, port = await tcp_listener()
-    seen: dict[str, object] = {}
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(echo_one_line, listener, certs, seen)
-        tool = await tools.start(
-            [
-                openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
-                "-CAfile", str(certs.ca_path), "-verify_return_error", VERSION_FLAGS[version],
-                "-alpn", "http/1.1", "-ign_eof",
-            ],
-            stdin=subprocess.PIPE,
-        )  # fmt: skip
-        assert tool.process.stdin is not None
-        await tool.process.stdin.send_all(b"hello openssl\n")
-        assert await tool.expect(rb"echo:hello openssl\n"), tool.text()
-        assert await tool.wait() == 0, tool.text()
-    await listener.aclose()
+    def argv(port: int) -> list[str]:
+        return [
+            openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+            "-CAfile", str(certs.ca_path), "-verify_return_error", VERSION_FLAGS[version],
+            "-alpn", "http/1.1", "-ign_eof",
+        ]  # fmt: skip
+
+    seen, tool, code = await tool_client_to_our_server(tools, certs, argv, b"hello openssl\n")
+    assert code == 0, tool.text()
     assert seen == {
         "version": f"TLSv{version}",
         "alpn": "http/1.1",
@@ -70,19 +64,13 @@ async def test_our_client_to_s_server(version: str, check: str, certs: Certs, to
     ready = await tool.expect(rb"ACCEPT 127\.0\.0\.1:(\d+)")
     assert ready is not None, tool.text()
     port = int(ready.group(1))
-    with trio.fail_after(TOOL_TIMEOUT):
-        raw = await ta.open_tcp("127.0.0.1", port)
-        layer = ta.TLSClientLayer(certs.ca, server_hostname="localhost", alpn=["http/1.1"])
-        tls = await layer.attach(raw, ta.after(TOOL_TIMEOUT))
-        async with tls:
-            assert tls.tls_version == f"TLSv{version}"
-            assert tls.server_hostname == "localhost"
-            assert tls.alpn == ("http/1.1" if check == "alpn" else None)
-            assert tls.peer_cert is not None
-            await tls.send_all(b"abc\n")  # -rev answers each line reversed
-            got = b""
-            while b"cba" not in got:
-                got += await tls.receive_some(100)
+    seen = await our_client_to_tool_server(port, certs, b"abc\n", b"cba")  # -rev: reversed
+    assert seen == {
+        "version": f"TLSv{version}",
+        "alpn": "http/1.1" if check == "alpn" else None,
+        "sni": "localhost",
+        "peer_cert": True,
+    }
     if check == "alpn":
         pattern = rb"ALPN protocols advertised by the client: http/1\.1"
         assert await tool.expect(pattern), tool.text()

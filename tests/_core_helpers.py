@@ -1,16 +1,18 @@
-"""Drivers shared by the sans-IO framing core tests: feed input whole or cut, collect events."""
+"""Drivers shared by the sans-IO core tests: feed input whole or cut, collect events, read state."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from trio_tlsattach._cores import END_OF_STREAM, NEED_DATA
 from trio_tlsattach._errors import MessageTooLarge
 
 TOO_LARGE = "<too large>"
 EOF = "<eof>"
+
+S_co = TypeVar("S_co", covariant=True)
 
 
 class Core(Protocol):
@@ -21,6 +23,23 @@ class Core(Protocol):
     def feed_eof(self) -> None: ...
 
     def next_message(self) -> Any: ...
+
+
+class HasState(Protocol[S_co]):
+    """A core with a ``state`` property (every core)."""
+
+    @property
+    def state(self) -> S_co: ...
+
+
+def state_of(core: HasState[S_co]) -> S_co:
+    """``core.state``, read afresh.
+
+    After ``assert core.state is X``, mypy keeps ``core.state`` narrowed to ``X`` across the
+    method calls that change it, and would call the next check non-overlapping; the result of a
+    call is never narrowed.
+    """
+    return core.state
 
 
 def drain(core: Core, out: list[bytes | str]) -> None:

@@ -69,6 +69,7 @@ def test_pickles(cls: type[ta.StackError], code: int, also: tuple[type, ...]) ->
 @pytest.mark.parametrize("cls", CLASSES, ids=[c.__name__ for c in CLASSES])
 def test_default_message_is_the_errno_name(cls: type[ta.StackError]) -> None:
     exc = cls()
+    assert exc.errno is not None
     assert exc.strerror == errno.errorcode[exc.errno]
 
 

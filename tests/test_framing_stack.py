@@ -1,6 +1,7 @@
 """Whole stacks: TCP > TLS > prefix > term, detached all the way down to raw TCP."""
 
 import errno
+import functools
 
 import pytest
 import trio
@@ -16,7 +17,7 @@ async def test_tcp_tls_prefix_term_and_back(
     a, b = await tcp_pair()
     client, server = ta.ProtocolStack(a), ta.ProtocolStack(b)
     async with client, server:
-        layers = [
+        layers: list[tuple[ta.Layer[ta.Handle], ta.Layer[ta.Handle]]] = [
             (
                 ta.TLSClientLayer(tls_ca, server_hostname="localhost"),
                 ta.TLSServerLayer(tls_server_cert),
@@ -28,8 +29,8 @@ async def test_tcp_tls_prefix_term_and_back(
             await attach_both(
                 client,
                 server,
-                lambda stack, layer=mine: stack.push(layer),  # type: ignore[misc]
-                lambda stack, layer=theirs: stack.push(layer),  # type: ignore[misc]
+                functools.partial(ta.ProtocolStack.push, layer=mine),
+                functools.partial(ta.ProtocolStack.push, layer=theirs),
             )
         assert repr(client) == "<ProtocolStack tcp > tls(client, TLSv1.3) > prefix(4) > term>"
         top_c, top_s = client.top, server.top
@@ -66,6 +67,8 @@ async def test_bytes_read_past_each_layer_come_back_at_every_detach(
     """The peer sends everything in one burst; each detach hands back what was read past it."""
     a, b = await tcp_pair()
     client = ta.ProtocolStack(a)
+    tls_c: ta.TLSStream
+    tls_s: ta.TLSStream
     tls_c, tls_s = await attach_both(
         client,
         b,
@@ -95,6 +98,7 @@ async def test_bytes_read_past_each_layer_come_back_at_every_detach(
 
     async def server_side() -> None:
         raw = await tls_s.detach()
+        assert isinstance(raw, ta.ByteStream)
         await raw.send_all(b"plain TCP")
 
     async with trio.open_nursery() as nursery:
@@ -108,11 +112,12 @@ async def test_bytes_read_past_each_layer_come_back_at_every_detach(
 
 
 async def test_kind_mismatches_close_what_was_passed() -> None:
-    for below, layer in [
+    cases: list[tuple[ta.Layer[ta.MessageStream], ta.Layer[ta.MessageStream]]] = [
         (ta.PrefixLayer(4), ta.PrefixLayer(2)),  # prefix on prefix
         (ta.CRLFLayer(), ta.SuffixLayer(b"\n")),  # suffix on suffix
         (ta.PrefixLayer(4), ta.CRLFLayer()),
-    ]:
+    ]
+    for below, layer in cases:
         a, b = ta.socketpair()
         stack = ta.ProtocolStack(a)
         msgs = await stack.push(below)

@@ -4,6 +4,8 @@ import array
 import errno
 import gc
 import mmap
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -24,8 +26,8 @@ SIZE = 4096
     ],
     ids=["bytearray", "bigger", "mmap", "slice", "array"],
 )
-def test_good_buffers(make: object) -> None:
-    mem = make()  # type: ignore[operator]
+def test_good_buffers(make: Callable[[], Any]) -> None:
+    mem = make()
     block = StateBlock.claim(mem, SIZE)
     assert block.view is not None
     assert block.view.nbytes == SIZE

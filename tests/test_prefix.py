@@ -17,7 +17,7 @@ async def test_check_layer(transport: str) -> None:
         layer = ta.PrefixLayer(4)
         return await attach_both(a, b, layer.attach, layer.attach)
 
-    await check_layer(attach_pair, transport_pair=transport)  # type: ignore[arg-type]
+    await check_layer(attach_pair, transport_pair=transport)
 
 
 async def test_wire_format_little_endian_3() -> None:
@@ -72,7 +72,7 @@ async def test_message_too_long_for_the_header_is_refused_before_sending() -> No
         got += await b.receive_some()
     assert got == b"\xff" + b"y" * 255
     with pytest.raises(TypeError):
-        await msgs.send_message("text")  # type: ignore[arg-type]
+        await msgs.send_message("text")
     await msgs.aclose()
     await b.aclose()
 

@@ -8,6 +8,7 @@ process holds exactly the file descriptors and Trio tasks it held before the hos
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import socket
@@ -35,7 +36,9 @@ def task_count() -> int:
     def walk(task: trio.lowlevel.Task) -> int:
         return 1 + sum(walk(t) for n in task.child_nurseries for t in n.child_tasks)
 
-    return walk(trio.lowlevel.current_root_task())
+    root = trio.lowlevel.current_root_task()
+    assert root is not None  # only None outside trio.run
+    return walk(root)
 
 
 class Server:
@@ -274,7 +277,7 @@ async def test_many_hostile_clients_at_once(
             for payload, reset in PRE_HANDSHAKE.values():
                 for _ in range(5):
                     nursery.start_soon(
-                        lambda p=payload, r=reset: send_then_close(server.port, p, reset=r)
+                        functools.partial(send_then_close, server.port, payload, reset=reset)
                     )
             for misbehave in POST_HANDSHAKE.values():
                 nursery.start_soon(handshaken_then, server.port, tls_ca, misbehave)

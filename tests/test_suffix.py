@@ -18,7 +18,7 @@ async def test_check_layer(transport: str) -> None:
         layer = ta.SuffixLayer(TEN)
         return await attach_both(a, b, layer.attach, layer.attach)
 
-    await check_layer(attach_pair, transport_pair=transport)  # type: ignore[arg-type]
+    await check_layer(attach_pair, transport_pair=transport)
 
 
 async def test_wire_format_and_split_delimiter() -> None:
@@ -90,7 +90,7 @@ async def test_send_after_send_eof_and_bad_messages() -> None:
         await msgs.send_message(b"in" + TEN + b"side")
     assert info.value.errno == errno.EINVAL
     with pytest.raises(ta.InvalidArgument):
-        await msgs.send_message("text")  # type: ignore[arg-type]
+        await msgs.send_message("text")
     await msgs.send_message(bytearray(b"ok"))
     await msgs.send_eof()
     await msgs.send_eof()  # again: nothing more happens (Trio's rule)

@@ -110,6 +110,8 @@ class _NoOwnershipLayer:
 class _WrongDetach(AttachedMixin, ta.ByteStream):
     """Detach hands back a different (new) transport."""
 
+    _below: ta.ByteStream
+
     def __init__(self, below: Any) -> None:
         super().__init__()
         self._bind(below)
@@ -338,14 +340,17 @@ async def test_stack_pair_with_no_layers_is_two_transports() -> None:
     a, b = await stack_pair()
     async with a, b:
         assert len(a.layers) == len(b.layers) == 1
-        await a.top.send_all(b"x")  # type: ignore[attr-defined]
-        assert await b.top.receive_some(1) == b"x"  # type: ignore[attr-defined]
+        top_a, top_b = a.top, b.top
+        assert isinstance(top_a, ta.ByteStream)
+        assert isinstance(top_b, ta.ByteStream)
+        await top_a.send_all(b"x")
+        assert await top_b.receive_some(1) == b"x"
 
 
 async def test_stack_pair_failure_closes_both_ends(tls_server_cert: trustme.LeafCert) -> None:
     stranger = trustme.CA()
     fds_before = len(os.listdir("/proc/self/fd"))
-    with pytest.RaisesGroup(ta.TLSError, ta.TLSError, allow_unwrapped=False):
+    with pytest.RaisesGroup(ta.TLSError, ta.TLSError):
         await stack_pair(
             (
                 ta.TLSClientLayer(stranger, server_hostname="localhost"),

@@ -19,7 +19,7 @@ async def test_check_layer(
     async def attach_pair(a: object, b: object) -> tuple[ta.TLSStream, ta.TLSStream]:
         return await tls_pair(a, b, tls_ca, tls_server_cert)
 
-    await check_layer(attach_pair, transport_pair=transport)  # type: ignore[arg-type]
+    await check_layer(attach_pair, transport_pair=transport)
 
 
 @pytest.mark.parametrize("transport", ["socketpair", "memory"])
@@ -37,7 +37,7 @@ async def test_check_layer_server_on_the_first_end(
         )
         return server, client
 
-    await check_layer(attach_pair, transport_pair=transport)  # type: ignore[arg-type]
+    await check_layer(attach_pair, transport_pair=transport)
 
 
 async def test_check_layer_under_mock_clock(
@@ -46,7 +46,7 @@ async def test_check_layer_under_mock_clock(
     async def attach_pair(a: object, b: object) -> tuple[ta.TLSStream, ta.TLSStream]:
         return await tls_pair(a, b, tls_ca, tls_server_cert)
 
-    await check_layer(attach_pair)  # type: ignore[arg-type]
+    await check_layer(attach_pair)
 
 
 async def test_bulk_both_ways_every_transport(
@@ -173,7 +173,9 @@ async def test_typed_attributes_through_the_stack(
     assert top.extra(ta.TLSAttribute.alpn) == "http/1.1"
     assert top.extra(ta.TLSAttribute.tls_version) == "TLSv1.3"
     assert top.extra(ta.TLSAttribute.server_side) is False
-    assert top.extra(ta.TLSAttribute.peer_cert)["subjectAltName"][0] == ("DNS", "localhost")
+    peer_cert = top.extra(ta.TLSAttribute.peer_cert)
+    assert peer_cert is not None
+    assert peer_cert["subjectAltName"][0] == ("DNS", "localhost")
     assert isinstance(top.extra(ta.TLSAttribute.peer_cert_der), bytes)
     assert server.extra(ta.TLSAttribute.server_hostname) == "localhost"  # SNI seen
     assert server.alpn == "http/1.1"

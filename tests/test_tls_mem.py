@@ -2,26 +2,33 @@
 
 import errno
 import mmap
+import os
 import ssl
 import struct
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trustme
 
 import trio_tlsattach as ta
+from trio_tlsattach._tlsconfig import CertSource
 from trio_tlsattach.testing import attach_both, tls_pair
+
+KeySource = str | bytes | os.PathLike[str] | None
+"""What tls_attach_server_mem and TLSServerLayer take as ``key``."""
 
 
 async def _pair_with_mem(
-    mem: object, ca: trustme.CA, cert: object, key: object = None
+    mem: object, ca: trustme.CA, cert: CertSource, key: KeySource = None
 ) -> tuple[ta.TLSStream, ta.TLSStream]:
     return await attach_both(
         *ta.socketpair(),
         lambda s: ta.tls_attach_client(s, context=ca, server_hostname="localhost"),
-        lambda s: ta.tls_attach_server_mem(s, cert, key, mem),  # type: ignore[arg-type]
+        lambda s: ta.tls_attach_server_mem(s, cert, key, mem),
     )
 
 
@@ -36,9 +43,9 @@ async def _pair_with_mem(
     ids=["bytearray", "mmap", "memoryview-slice", "pool-view"],
 )
 async def test_good_blocks(
-    make: object, tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+    make: Callable[[], Any], tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
 ) -> None:
-    mem = make()  # type: ignore[operator]
+    mem = make()
     client, server = await _pair_with_mem(mem, tls_ca, tls_server_cert)
     await client.send_all(b"in your memory")
     assert await server.receive_some(100) == b"in your memory"
@@ -130,7 +137,7 @@ async def test_certificate_forms(
     tls_server_cert.cert_chain_pems[0].write_to_path(str(cert_path))
     tls_server_cert.private_key_pem.write_to_path(str(key_path))
     tls_server_cert.private_key_and_cert_chain_pem.write_to_path(str(both_path))
-    forms: list[tuple[object, object]] = [
+    forms: list[tuple[CertSource, KeySource]] = [
         (str(cert_path), str(key_path)),  # libdill: certificate file, key file
         (both_path, None),  # one file holding both, as a Path
         (tls_server_cert.cert_chain_pems[0].bytes(), tls_server_cert.private_key_pem.bytes()),
@@ -259,7 +266,7 @@ def test_bad_certificate_files_are_einval(
     tls_ca.issue_cert("other.example").private_key_pem.write_to_path(str(other_key))
     encrypted = tmp_path / "encrypted-key.pem"
     encrypted.write_bytes(_encrypted_key(tls_server_cert))
-    cases: list[tuple[object, object]] = [
+    cases: list[tuple[CertSource, KeySource]] = [
         (garbage, None),  # not PEM at all
         (cert_path, None),  # a certificate without its key
         (cert_path, garbage),
@@ -273,7 +280,7 @@ def test_bad_certificate_files_are_einval(
     ]
     for cert, key in cases:
         with pytest.raises(ta.InvalidArgument) as info:
-            ta.TLSServerLayer(cert, key)  # type: ignore[arg-type]
+            ta.TLSServerLayer(cert, key)
         assert info.value.errno == errno.EINVAL, (cert, key)
     with pytest.raises(ta.InvalidArgument, match="encrypted"):
         ta.TLSServerLayer(cert_path, encrypted)

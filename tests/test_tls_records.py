@@ -24,7 +24,7 @@ class Trickle(trio.abc.HalfCloseableStream):
         self.inner = inner
         self.sizes = sizes
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         cap = self.sizes if isinstance(self.sizes, int) else self.sizes.randint(1, 40_000)
         return await self.inner.receive_some(min(max_bytes or cap, cap))
 

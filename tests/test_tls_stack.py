@@ -102,6 +102,8 @@ async def test_starttls_plaintext_then_push(
         assert await receive_exactly(b, 18) == b"EHLO x\r\nSTARTTLS\r\n"
         await b.send_all(b"220 go ahead\r\n")
         assert await receive_exactly(a, 14) == b"220 go ahead\r\n"
+        client: ta.TLSStream
+        server: ta.TLSStream
         client, server = await attach_both(
             client_stack,
             server_stack,
@@ -180,7 +182,9 @@ async def test_detach_with_raw_bytes_in_the_same_segment(
     server._start_shutdown()
     segment = server._outgoing.read() + b"RAW AFTER TLS"
     server._set(SEND_BROKEN)  # the send side is ours now; do not let the layer send again
-    await server._below._send_all(segment, ta.FOREVER)  # type: ignore[attr-defined]
+    below = server._below
+    assert isinstance(below, ta.ByteStream)
+    await below._send_all(segment, ta.FOREVER)
     assert await receive_exactly(client, 13) == b"last TLS data"
     raw = await ta.tls_detach(client)
     assert raw is a
@@ -239,11 +243,13 @@ async def test_detach_keeps_unread_application_data_apart(
 
     async def server_side() -> None:
         raw = await server.detach()
+        assert isinstance(raw, ta.ByteStream)
         await raw.send_all(b"RAW")
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server_side)
         raw_client = await client.detach()
+    assert isinstance(raw_client, ta.ByteStream)
     assert client.unread_data == b", part 1; part 2"
     assert await receive_exactly(raw_client, 3) == b"RAW"
     assert server.unread_data == b""

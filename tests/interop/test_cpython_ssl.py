@@ -98,6 +98,7 @@ async def test_sslsocket_client_unwrap_then_plaintext(version: str, certs: Certs
         assert await receive_exactly(tls, 8) == b"over tls"
         await tls.send_all(b"tls reply")
         tcp = await tls.detach(ta.after(TOOL_TIMEOUT))
+        assert isinstance(tcp, ta.ByteStream)
         assert tls.unread_data == b""
         assert await receive_exactly(tcp, 13) == b"plaintext now"
         await tcp.send_all(b"plain reply")
@@ -127,7 +128,7 @@ async def test_our_client_against_sslsocket_server_unwrap(version: str, certs: C
     def record_sni(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
         sni.append(name)
 
-    context.sni_callback = record_sni  # type: ignore[assignment]
+    context.sni_callback = record_sni
     listening = socket.create_server(("127.0.0.1", 0))
     listening.settimeout(TOOL_TIMEOUT)
     port = listening.getsockname()[1]
@@ -178,7 +179,7 @@ async def test_our_client_resumes_a_session_with_cpython(version: str, certs: Ce
     listening = socket.create_server(("127.0.0.1", 0))
     listening.settimeout(TOOL_TIMEOUT)
     port = listening.getsockname()[1]
-    resumed: list[bool] = []
+    resumed: list[bool | None] = []  # SSLSocket.session_reused is None when unconnected
 
     def server() -> None:
         with listening:

@@ -157,7 +157,7 @@ async def test_bad_inputs_and_concurrent_senders() -> None:
     with pytest.raises(ta.InvalidArgument):
         ta.TermLayer(b"x" * (32 * 1024 + 1))
     # Annotated ``bytes``, but (like TermCore) it takes any bytes-like object and copies it.
-    assert repr(ta.TermLayer(bytearray(b"Q"))) == "TermLayer(b'Q')"  # type: ignore[arg-type]
+    assert repr(ta.TermLayer(bytearray(b"Q"))) == "TermLayer(b'Q')"
     x, y = await _pair()
     assert x.label() == "term"
     assert x.final_message == b"BYE"

@@ -49,6 +49,7 @@ class StackError(OSError):
     and ``exc.errno``, ``exc.strerror`` and ``str(exc)`` read like any ``OSError``.
     """
 
+    errno: int  # always set (OSError allows None)
     default_errno: ClassVar[int] = _errno.EIO
 
     def __init__(self, message: str = "") -> None:

@@ -18,7 +18,7 @@ from typing import Any, Final, final
 
 from ._base import ByteStream, Kind
 from ._cores import SuffixCore
-from ._cores._common import DEFAULT_MAX_SIZE
+from ._cores._common import DEFAULT_MAX_SIZE, BytesLike
 from ._deadline import FOREVER
 from ._framing import FramedStream, attach_framing, framing_detach
 
@@ -39,7 +39,7 @@ class SuffixLayer:
     __slots__ = ("_delimiter", "_max_size")
     below_kind: Final = Kind.BYTES
 
-    def __init__(self, delimiter: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
+    def __init__(self, delimiter: BytesLike, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
         self._delimiter = SuffixCore(delimiter, max_size=max_size).delimiter  # EINVAL now
         self._max_size = max_size
 
@@ -84,7 +84,7 @@ class CRLFLayer(SuffixLayer):
         return "crlf"
 
 
-async def suffix_attach(s: Any, suffix: bytes) -> FramedStream:
+async def suffix_attach(s: Any, suffix: BytesLike) -> FramedStream:
     """libdill's ``suffix_attach(s, suffix, suffixlen)``.
 
     >>> lines = await suffix_attach(tcp, b"\\r\\n")

@@ -20,6 +20,7 @@ import trio
 
 from ._base import AttachedMixin, ConflictDetector, Kind, MessageStream
 from ._cores import END_OF_STREAM, TermCore
+from ._cores._common import BytesLike
 from ._deadline import FOREVER, check_deadline
 from ._errors import NotSupported
 from ._transports import begin_attach
@@ -125,7 +126,7 @@ class TermLayer:
     __slots__ = ("_final",)
     below_kind: Final = Kind.MESSAGES
 
-    def __init__(self, final_message: bytes) -> None:
+    def __init__(self, final_message: BytesLike) -> None:
         self._final = TermCore(final_message).final_message  # EINVAL now
 
     def __repr__(self) -> str:
@@ -151,7 +152,7 @@ def _term(s: object) -> TermStream:
     return s
 
 
-async def term_attach(s: Any, buf: bytes) -> TermStream:
+async def term_attach(s: Any, buf: BytesLike) -> TermStream:
     """libdill's ``term_attach(s, buf, len)``.
 
     >>> msgs = await term_attach(await prefix_attach(tcp, 4, PREFIX_BIG_ENDIAN), b"END")

@@ -522,7 +522,7 @@ class TLSStream(TLSWire):
 
     # --- detach -------------------------------------------------------------------------------
 
-    async def detach(self, deadline: float = FOREVER) -> Handle:
+    async def detach(self, deadline: float = FOREVER) -> ByteStream:
         """Shut TLS down cleanly and return the stream below (libdill's ``tls_detach``).
 
         Sends close_notify if not done yet, reads until the peer's close_notify, and returns the
@@ -530,7 +530,8 @@ class TLSStream(TLSWire):
         Unread application data is kept in :attr:`unread_data`. On any failure (deadline,
         cancellation, EOF without close_notify) the whole stack is closed and the error raised.
         """
-        return await self._detach_handle(deadline)
+        await self._detach_handle(deadline)
+        return self._wire  # ``_below``, known to be a byte stream since attach
 
     async def _detach_protocol(self, deadline: float) -> bytes:
         checked = check_deadline(deadline)

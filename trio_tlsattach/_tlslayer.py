@@ -21,7 +21,7 @@ from typing import Any, Final, TypeVar, final
 
 import trustme
 
-from ._base import Handle, Kind, close_shielded
+from ._base import ByteStream, Kind, close_shielded
 from ._deadline import FOREVER, check_deadline
 from ._errors import InvalidArgument, NotSupported, StackError
 from ._mem import StateBlockPool
@@ -290,6 +290,6 @@ async def tls_done(s: TLSStream, deadline: float = FOREVER) -> None:
     await _tls(s).send_eof(deadline)
 
 
-async def tls_detach(s: TLSStream, deadline: float = FOREVER) -> Handle:
+async def tls_detach(s: TLSStream, deadline: float = FOREVER) -> ByteStream:
     """libdill's ``tls_detach``: clean TLS shutdown; returns the underlying stream."""
     return await _tls(s).detach(deadline)

@@ -10,7 +10,7 @@ from typing import Any
 import trio
 import trustme
 
-from .._base import Handle, Layer
+from .._base import ByteStream, Layer
 from .._deadline import FOREVER
 from .._stack import ProtocolStack
 from .._tls import TLSStream
@@ -19,7 +19,7 @@ from .._transports import SocketTransport, memory_pair, open_tcp, pipe_pair, soc
 
 __all__ = ["TRANSPORT_PAIRS", "attach_both", "stack_pair", "tcp_pair", "tls_pair", "unix_pair"]
 
-PairMaker = Callable[[], Awaitable[tuple[Handle, Handle]]]
+PairMaker = Callable[[], Awaitable[tuple[ByteStream, ByteStream]]]
 
 
 async def tcp_pair(host: str = "127.0.0.1") -> tuple[SocketTransport, SocketTransport]:
@@ -53,7 +53,9 @@ async def unix_pair(path: str | os.PathLike[str]) -> tuple[SocketTransport, Sock
     return SocketTransport(client), SocketTransport(server)
 
 
-async def _sync_pair(make: Callable[[], tuple[Any, Any]]) -> tuple[Handle, Handle]:
+async def _sync_pair(
+    make: Callable[[], tuple[ByteStream, ByteStream]],
+) -> tuple[ByteStream, ByteStream]:
     await trio.lowlevel.checkpoint()
     a, b = make()
     return a, b

@@ -20,6 +20,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from _tls_helpers import seal
 
 import trio_tlsattach as ta
 from trio_tlsattach._tlswire import _SEND_BROKEN
@@ -125,8 +126,7 @@ async def wire_drain(raw: ta.SocketTransport) -> None:
 
 def half_record(tls: ta.TLSStream) -> bytes:
     """The first 2000 bytes of an encrypted 5000-byte application-data record."""
-    tls._ssl.write(b"x" * 5000)
-    return tls._outgoing.read()[:2000]
+    return seal(tls, b"x" * 5000)[:2000]
 
 
 async def reset_mid_record(tls: ta.TLSStream, raw: ta.SocketTransport) -> None:

@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from _tls_helpers import seal
 
 import trio_tlsattach as ta
 from trio_tlsattach._tlswire import _SEND_BROKEN as SEND_BROKEN
@@ -301,8 +302,7 @@ async def test_eof_without_close_notify_mid_stream(
 async def test_truncated_record(tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert) -> None:
     a, b = ta.socketpair()
     client, server = await tls_pair(a, b, tls_ca, tls_server_cert)
-    client._ssl.write(b"y" * 1000)
-    record = client._outgoing.read()
+    record = seal(client, b"y" * 1000)
     await a._send_all(record[:100], ta.FOREVER)
     a.socket.shutdown(2)
     with pytest.raises(ta.ConnectionBroken, match="middle of a TLS record"):
@@ -316,8 +316,7 @@ async def test_corrupted_record_is_tls_error(
 ) -> None:
     a, b = ta.socketpair()
     client, server = await tls_pair(a, b, tls_ca, tls_server_cert)
-    client._ssl.write(b"z" * 100)
-    record = bytearray(client._outgoing.read())
+    record = bytearray(seal(client, b"z" * 100))
     record[-1] ^= 0xFF  # break the AEAD tag
     await a._send_all(record, ta.FOREVER)
     with pytest.raises(ta.TLSError) as info:
@@ -351,8 +350,7 @@ async def test_receive_timeout_mid_record_breaks_receiving(
 ) -> None:
     a, b = ta.socketpair()
     client, server = await tls_pair(a, b, tls_ca, tls_server_cert)
-    client._ssl.write(b"y" * 1000)
-    record = client._outgoing.read()
+    record = seal(client, b"y" * 1000)
     await a._send_all(record[:100], ta.FOREVER)
     with pytest.raises(ta.DeadlineExceeded):
         await server.receive_some(10, ta.after(1))

@@ -12,6 +12,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from _tls_helpers import seal
 
 import trio_tlsattach as ta
 from trio_tlsattach.testing import tls_pair
@@ -113,8 +114,7 @@ async def test_timeout_mid_record_at_every_cut_breaks_receiving(
 ) -> None:
     a, b = ta.socketpair()
     client, server = await tls_pair(a, b, tls_ca, tls_server_cert)
-    client._ssl.write(b"y" * 1000)
-    record = client._outgoing.read()
+    record = seal(client, b"y" * 1000)
     assert len(record) > cut
     await a._send_all(record[:cut], ta.FOREVER)
     with pytest.raises(ta.DeadlineExceeded):

@@ -185,6 +185,27 @@ async def test_typed_attributes_through_the_stack(
     await server.aclose()
 
 
+async def test_the_ssl_object_names_trio_ssl_stream_forwards(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    client, server = await tls_pair(*ta.socketpair(), tls_ca, tls_server_cert)
+    async with client, server:
+        binding = client.get_channel_binding()
+        assert isinstance(binding, bytes)
+        assert binding  # and the same on both ends, as SCRAM-PLUS needs
+        assert server.get_channel_binding("tls-unique") == binding
+        with pytest.raises(ValueError, match="not implemented"):
+            client.get_channel_binding("tls-server-end-point")  # CPython has tls-unique only
+        shared = server.shared_ciphers()
+        assert shared is not None
+        assert ("TLS_AES_128_GCM_SHA256", "TLSv1.3", 128) in shared
+        assert client.compression() is None
+        for name in ("context", "server_side", "server_hostname", "session", "session_reused",
+                     "getpeercert", "cipher", "shared_ciphers", "compression",
+                     "get_channel_binding", "selected_alpn_protocol", "version"):  # fmt: skip
+            assert hasattr(client, name), name
+
+
 async def test_drop_in_for_ssl_stream(
     server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
 ) -> None:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final, final
 
 import trio
@@ -60,8 +60,6 @@ from ._base import (
     ConflictDetector,
     Handle,
     Kind,
-    TLSAttribute,
-    TypedAttribute,
     as_writable_view,
     check_max_bytes,
 )
@@ -75,6 +73,7 @@ from ._errors import (
     TLSError,
 )
 from ._mem import TLS_SIZE, StateBlock
+from ._tlsinfo import TLSInfo
 from ._tlswire import (
     _HANDSHOOK,
     _RECV_BROKEN,
@@ -98,7 +97,7 @@ def _record_sni(sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> N
 
 
 @final
-class TLSStream(TLSWire):
+class TLSStream(TLSInfo, TLSWire):
     """A TLS connection on top of a byte stream: what the TLS layers' ``attach`` returns.
 
     A :class:`trio.abc.HalfCloseableStream` with absolute ``deadline`` arguments,
@@ -175,7 +174,7 @@ class TLSStream(TLSWire):
         :meth:`detach` ran (it is not merged into the plaintext stream below)."""
         self._save_record(FOREVER)
 
-    # --- properties and typed attributes (trio.SSLStream's names) ----------------------------
+    # --- what the connection tells (more in TLSInfo) -----------------------------------------
 
     def label(self) -> str:
         side = "server" if self._server_side else "client"
@@ -185,76 +184,6 @@ class TLSStream(TLSWire):
     def transport_stream(self) -> Handle:
         """The stream below (do not use it while TLS is attached)."""
         return self._below
-
-    @property
-    def context(self) -> ssl.SSLContext:
-        """The ``ssl.SSLContext`` this connection was made from."""
-        return self._context
-
-    @property
-    def server_side(self) -> bool:
-        """True for the server end."""
-        return self._server_side
-
-    @property
-    def server_hostname(self) -> str | None:
-        """The client's SNI name on the server side; the expected hostname on the client side."""
-        if self._server_side:
-            return getattr(self._ssl, "tlsattach_sni", None)
-        return self._ssl.server_hostname
-
-    @property
-    def tls_version(self) -> str | None:
-        """``"TLSv1.3"``, ``"TLSv1.2"``, or None before the handshake."""
-        return self._ssl.version()
-
-    @property
-    def alpn(self) -> str | None:
-        """The negotiated ALPN protocol, or None."""
-        return self._ssl.selected_alpn_protocol()
-
-    @property
-    def peer_cert(self) -> dict[str, Any] | None:
-        """The peer's verified certificate as ``getpeercert()`` gives it, or None."""
-        return self._ssl.getpeercert() or None
-
-    @property
-    def session(self) -> ssl.SSLSession | None:
-        """The TLS session, to resume it with ``TLSClientLayer(..., session=...)``."""
-        return self._ssl.session
-
-    @property
-    def session_reused(self) -> bool:
-        """True when this connection resumed an earlier session."""
-        return self._ssl.session_reused
-
-    def getpeercert(self, binary_form: bool = False) -> Any:
-        """As ``ssl.SSLObject.getpeercert``."""
-        return self._ssl.getpeercert(binary_form)
-
-    def selected_alpn_protocol(self) -> str | None:
-        """As ``ssl.SSLObject.selected_alpn_protocol``."""
-        return self._ssl.selected_alpn_protocol()
-
-    def version(self) -> str | None:
-        """As ``ssl.SSLObject.version``."""
-        return self._ssl.version()
-
-    def cipher(self) -> tuple[str, str, int] | None:
-        """As ``ssl.SSLObject.cipher``: (name, protocol, secret bits)."""
-        return self._ssl.cipher()
-
-    def _attributes(self) -> Mapping[TypedAttribute[Any], Any]:
-        return {
-            TLSAttribute.tls_version: self._ssl.version,
-            TLSAttribute.cipher: self._ssl.cipher,
-            TLSAttribute.alpn: self._ssl.selected_alpn_protocol,
-            TLSAttribute.peer_cert: lambda: self.peer_cert,
-            TLSAttribute.peer_cert_der: lambda: self._ssl.getpeercert(True),
-            TLSAttribute.server_hostname: lambda: self.server_hostname,
-            TLSAttribute.server_side: lambda: self._server_side,
-            TLSAttribute.session_reused: lambda: self._ssl.session_reused,
-        }
 
     # --- handshake ----------------------------------------------------------------------------
 

@@ -1,0 +1,111 @@
+"""What a TLS connection tells about itself: ``trio.SSLStream``'s names and typed attributes.
+
+:class:`TLSInfo` is a mixin of :class:`~trio_tlsattach._tls.TLSStream`. It only reads the
+``ssl.SSLObject`` and the settings the stream was made with, never the wire, so none of it
+waits or fails once the stream exists; before the handshake most answers are None.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._base import TLSAttribute, TypedAttribute
+
+__all__ = ["TLSInfo"]
+
+
+class TLSInfo:
+    """The accessors of :class:`TLSStream` that ``trio.SSLStream`` users know, and the
+    :class:`TLSAttribute` values it provides to every layer above it."""
+
+    __slots__ = ()
+
+    # Set by TLSStream.__init__.
+    _ssl: ssl.SSLObject
+    _context: ssl.SSLContext
+    _server_side: bool
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The ``ssl.SSLContext`` this connection was made from."""
+        return self._context
+
+    @property
+    def server_side(self) -> bool:
+        """True for the server end."""
+        return self._server_side
+
+    @property
+    def server_hostname(self) -> str | None:
+        """The client's SNI name on the server side; the expected hostname on the client side."""
+        if self._server_side:
+            return getattr(self._ssl, "tlsattach_sni", None)
+        return self._ssl.server_hostname
+
+    @property
+    def tls_version(self) -> str | None:
+        """``"TLSv1.3"``, ``"TLSv1.2"``, or None before the handshake."""
+        return self._ssl.version()
+
+    @property
+    def alpn(self) -> str | None:
+        """The negotiated ALPN protocol, or None."""
+        return self._ssl.selected_alpn_protocol()
+
+    @property
+    def peer_cert(self) -> dict[str, Any] | None:
+        """The peer's verified certificate as ``getpeercert()`` gives it, or None."""
+        return self._ssl.getpeercert() or None
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        """The TLS session, to resume it with ``TLSClientLayer(..., session=...)``."""
+        return self._ssl.session
+
+    @property
+    def session_reused(self) -> bool:
+        """True when this connection resumed an earlier session."""
+        return self._ssl.session_reused
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        """As ``ssl.SSLObject.getpeercert``."""
+        return self._ssl.getpeercert(binary_form)
+
+    def selected_alpn_protocol(self) -> str | None:
+        """As ``ssl.SSLObject.selected_alpn_protocol``."""
+        return self._ssl.selected_alpn_protocol()
+
+    def version(self) -> str | None:
+        """As ``ssl.SSLObject.version``."""
+        return self._ssl.version()
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        """As ``ssl.SSLObject.cipher``: (name, protocol, secret bits)."""
+        return self._ssl.cipher()
+
+    def get_channel_binding(self, cb_type: str = "tls-unique") -> bytes | None:
+        """As ``ssl.SSLObject.get_channel_binding``: for channel-bound authentication
+        (SCRAM-PLUS), None before the handshake."""
+        return self._ssl.get_channel_binding(cb_type)
+
+    def shared_ciphers(self) -> list[tuple[str, str, int]] | None:
+        """As ``ssl.SSLObject.shared_ciphers``: the ciphers both ends offered (server side)."""
+        return self._ssl.shared_ciphers()
+
+    def compression(self) -> str | None:
+        """As ``ssl.SSLObject.compression``: always None with OpenSSL 1.1 and later."""
+        return self._ssl.compression()
+
+    def _attributes(self) -> Mapping[TypedAttribute[Any], Callable[[], Any]]:
+        return {
+            TLSAttribute.tls_version: self._ssl.version,
+            TLSAttribute.cipher: self._ssl.cipher,
+            TLSAttribute.alpn: self._ssl.selected_alpn_protocol,
+            TLSAttribute.peer_cert: lambda: self.peer_cert,
+            TLSAttribute.peer_cert_der: lambda: self._ssl.getpeercert(True),
+            TLSAttribute.server_hostname: lambda: self.server_hostname,
+            TLSAttribute.server_side: lambda: self._server_side,
+            TLSAttribute.session_reused: lambda: self._ssl.session_reused,
+        }

@@ -36,7 +36,10 @@ waiting (nothing partial buffered) may be cancelled or time out and the stream s
 
 Full duplex. One task may send while another receives; both can produce ciphertext (a receive
 can make OpenSSL answer a KeyUpdate or send an alert), and ``_tlswire`` keeps the records in
-the order OpenSSL made them. Two tasks sending at once is ``trio.BusyResourceError``.
+the order OpenSSL made them. Two tasks sending at once is ``trio.BusyResourceError``. Both can
+also need the peer's records: a send that finds OpenSSL in a handshake the peer started (a TLS
+1.2 renegotiation; OpenSSL then refuses to encrypt) sends OpenSSL's part and takes in the peer's,
+as a receive would, and ``_tlswire`` lets one task at a time wait on the stream below.
 
 ``send_eof`` (libdill's ``tls_done``) sends close_notify and leaves receiving open: TLS 1.3
 half-close. ``detach`` (``tls_detach``) sends close_notify if needed, reads until the peer's
@@ -254,6 +257,9 @@ class TLSStream(TLSInfo, TLSWire):
                 while start < size:
                     try:
                         write(view if size <= SEND_CHUNK else view[start : start + SEND_CHUNK])
+                    except ssl.SSLWantReadError:
+                        await self._peer_handshake_step(checked, part_sent=start > 0)
+                        continue  # the same chunk again
                     except ssl.SSLError as exc:
                         self._send_error = f"TLS error while sending: {exc.reason}"
                         self._set(_SEND_BROKEN)
@@ -265,6 +271,23 @@ class TLSStream(TLSInfo, TLSWire):
                 await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             busy.held = False
+
+    async def _peer_handshake_step(self, deadline: float, *, part_sent: bool) -> None:
+        """A write found OpenSSL in a handshake the peer started (a TLS 1.2 renegotiation) that
+        must go on before it encrypts again: send what OpenSSL queued, then take in the peer's
+        next records, or let the task receiving take them in (``_pull``), as trio.SSLStream
+        does. Nothing of the chunk went out; an interruption breaks sending only if earlier
+        chunks of this send did."""
+        try:
+            await self._flush(deadline)
+            if not await self._pull(deadline, during="send"):
+                self._transport_eof()
+                raise ConnectionBroken("the peer closed in the middle of a renegotiation")
+        except BaseException:
+            if part_sent:
+                self._send_error = "a send was interrupted part-way"
+                self._set(_SEND_BROKEN)
+            raise
 
     async def _wait_send_all_might_not_block(self) -> None:
         with self._send_conflict:

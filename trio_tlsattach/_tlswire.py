@@ -9,7 +9,8 @@ and owns everything that moves ciphertext:
   The bytes land in a 64 KiB scratch buffer lent from a free list for that one synchronous step
   (read, then copy into OpenSSL's ``MemoryBIO``), so no connection owns a receive buffer and
   steady-state receiving allocates nothing per record. TLS in TLS nests the step, so each level
-  borrows its own buffer.
+  borrows its own buffer. One task at a time waits on the stream below; another one that needs
+  the peer's records (a send in a renegotiation, while a receive waits) waits for its read.
 * **Counting whole records** (``_feed``). TLS records are a 5-byte header (type, version,
   16-bit length) then the body. Hopping from header to header as ciphertext arrives tells,
   without asking OpenSSL (whose "no" is an exception), how many whole records a read can take,
@@ -31,7 +32,7 @@ from typing import Final
 import trio
 
 from ._base import AttachedMixin, ByteStream
-from ._deadline import FOREVER
+from ._deadline import FOREVER, waiting
 from ._errors import ConnectionBroken, DeadlineExceeded, StackError
 from ._mem import STATE_RECORD
 
@@ -77,9 +78,9 @@ class TLSWire(AttachedMixin, ByteStream):
     """Ciphertext in and out, and the state record: the base of ``TLSStream``."""
 
     __slots__ = (
-        "_bytes_in", "_bytes_out", "_drained", "_flags", "_incoming", "_outgoing", "_records",
-        "_recv_error", "_send_error", "_skip", "_split_header", "_wait_buffer", "_wire",
-        "_wire_lock",
+        "_bytes_in", "_bytes_out", "_drained", "_flags", "_incoming", "_outgoing", "_pull_done",
+        "_pulling", "_records", "_recv_error", "_send_error", "_skip", "_split_header",
+        "_wait_buffer", "_wire", "_wire_lock",
     )  # fmt: skip
 
     _wire: ByteStream  # ``_below``, typed: the hot path's isinstance checks cost time
@@ -104,6 +105,9 @@ class TLSWire(AttachedMixin, ByteStream):
         self._skip = 0
         self._split_header = b""
         self._drained = False  # the last read from below came back short
+        # One task at a time waits on the stream below (see _pull); a second one waits for it.
+        self._pulling = False
+        self._pull_done: trio.Event | None = None  # made only when a second task waits
 
     # --- state record -------------------------------------------------------------------------
 
@@ -132,30 +136,27 @@ class TLSWire(AttachedMixin, ByteStream):
 
         Waits for readability first, then reads without waiting: a drained socket is not asked
         twice (each EAGAIN is an exception, the costliest thing on this path).
+
+        Two tasks can need the peer's records at once: a receive, and a send that found OpenSSL
+        in a handshake the peer started (TLS 1.2 renegotiation). The second one waits for the
+        first one's read instead of competing for the stream below, then returns True so that
+        its caller tries OpenSSL again.
         """
         below = self._wire
         try:
-            while True:
-                if deadline != math.inf and deadline <= trio.current_time():
-                    # A passed deadline (IMMEDIATE) fails at the first wait even when bytes
-                    # are there, and ``_drained`` may be stale (set by the last short read):
-                    # look once without waiting, so IMMEDIATE does what can be done.
-                    got = self._take_nowait()
-                    if got is not None:
-                        break
-                if not await below._wait_receivable(deadline):
-                    # This read awaits, so it cannot use a lent buffer: a buffer of its own,
-                    # kept only while reads come back full (busy), like _receive_some's.
-                    own = self._wait_buffer or _new_scratch()
-                    self._wait_buffer = None
-                    got = await below._receive_into(own[0], deadline, False)
-                    self._absorb(got, own)
-                    if not self._drained:
-                        self._wait_buffer = own
-                    break
-                got = self._take_nowait()
-                if got is not None:
-                    break
+            if self._pulling:
+                done = self._pull_done = self._pull_done or trio.Event()
+                with waiting(deadline, during):
+                    await done.wait()
+                return True
+            self._pulling = True
+            try:
+                got = await self._pull_below(below, deadline)
+            finally:
+                self._pulling = False
+                waiting_too, self._pull_done = self._pull_done, None
+                if waiting_too is not None:
+                    waiting_too.set()
         except (trio.Cancelled, DeadlineExceeded):
             if self._mid_record() and during == "receive":
                 self._recv_error = (ConnectionBroken, "a receive was interrupted mid-record")
@@ -166,6 +167,30 @@ class TLSWire(AttachedMixin, ByteStream):
             self._set(_RECV_BROKEN)
             raise
         return bool(got)
+
+    async def _pull_below(self, below: ByteStream, deadline: float) -> int:
+        """``_pull``'s read, by the one task waiting on the stream below: the count fed."""
+        while True:
+            if deadline != math.inf and deadline <= trio.current_time():
+                # A passed deadline (IMMEDIATE) fails at the first wait even when bytes are
+                # there, and ``_drained`` may be stale (set by the last short read): look once
+                # without waiting, so IMMEDIATE does what can be done.
+                got = self._take_nowait()
+                if got is not None:
+                    return got
+            if not await below._wait_receivable(deadline):
+                # This read awaits, so it cannot use a lent buffer: a buffer of its own, kept
+                # only while reads come back full (busy), like _receive_some's.
+                own = self._wait_buffer or _new_scratch()
+                self._wait_buffer = None
+                got = await below._receive_into(own[0], deadline, False)
+                self._absorb(got, own)
+                if not self._drained:
+                    self._wait_buffer = own
+                return got
+            got = self._take_nowait()
+            if got is not None:
+                return got
 
     def _take_nowait(self) -> int | None:
         """Move what the stream below has now into ``_incoming``: the count, None if nothing.

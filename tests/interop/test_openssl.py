@@ -1,19 +1,29 @@
 """Interop with the openssl command line: our server under s_client, our client against s_server.
 
 TLS 1.2 and 1.3 each; ALPN and SNI are checked on both ends (our side through the TLSStream's
-attributes, openssl's side through what it prints). Skipped only when ``openssl`` is missing.
+attributes, openssl's side through what it prints), and a HelloRetryRequest each way (a key share
+the server does not take). Skipped only when ``openssl`` is missing.
 """
 
 from __future__ import annotations
 
+import re
+import ssl
+import subprocess
+
 import pytest
+import trio
+
+import trio_tlsattach as ta
 
 from .conftest import (
+    TOOL_TIMEOUT,
     VERSION_FLAGS,
     Certs,
     Tools,
     need,
     our_client_to_tool_server,
+    tcp_listener,
     tool_client_to_our_server,
 )
 
@@ -77,3 +87,59 @@ async def test_our_client_to_s_server(version: str, check: str, certs: Certs, to
     else:
         assert await tool.expect(rb'Hostname in TLS extension: "localhost"'), tool.text()
         assert await tool.expect(rb"Switching server context"), tool.text()
+
+
+async def test_hello_retry_request_from_our_server(certs: Certs, tools: Tools) -> None:
+    """Our server takes only P-384; s_client's first key share is X25519, so the server asks
+    again (HelloRetryRequest) and the handshake takes a second ClientHello."""
+    openssl = need("openssl")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certs.leaf.configure_cert(context)
+    context.set_ecdh_curve("secp384r1")  # on OpenSSL 3 this is the whole group list
+    listener, port = await tcp_listener()
+    seen: dict[str, object] = {}
+
+    async def serve() -> None:
+        raw = await listener.accept()
+        async with await ta.TLSServerLayer(context).attach(raw, ta.after(TOOL_TIMEOUT)) as tls:
+            got = seen["got"] = await tls.receive_some()
+            await tls.send_all(b"echo:" + got)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        tool = await tools.start(
+            [
+                openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+                "-CAfile", str(certs.ca_path), "-tls1_3", "-msg", "-ign_eof",
+            ],
+            stdin=subprocess.PIPE,
+        )  # fmt: skip
+        assert tool.process.stdin is not None
+        await tool.process.stdin.send_all(b"retry\n")
+        assert await tool.expect(rb"echo:retry"), tool.text()
+        await tool.wait()
+    await listener.aclose()
+    assert seen == {"got": b"retry\n"}
+    assert (
+        len(re.findall(rb">>> TLS 1\.3, Handshake \[length \w+\], ClientHello", tool.output)) == 2
+    )
+    assert b"Server Temp Key: ECDH, secp384r1" in tool.output
+
+
+async def test_hello_retry_request_to_our_client(certs: Certs, tools: Tools) -> None:
+    openssl = need("openssl")
+    tool = await tools.start(
+        [
+            openssl, "s_server", "-accept", "127.0.0.1:0", "-naccept", "1", "-rev", "-msg",
+            "-cert", str(certs.cert_path), "-key", str(certs.key_path), "-tls1_3",
+            "-groups", "P-384",
+        ]
+    )  # fmt: skip
+    ready = await tool.expect(rb"ACCEPT 127\.0\.0\.1:(\d+)")
+    assert ready is not None, tool.text()
+    seen = await our_client_to_tool_server(int(ready.group(1)), certs, b"retry\n", b"yrter")
+    assert seen["version"] == "TLSv1.3"
+    assert await tool.wait() == 0, tool.text()
+    assert (
+        len(re.findall(rb"<<< TLS 1\.3, Handshake \[length \w+\], ClientHello", tool.output)) == 2
+    )

@@ -356,3 +356,29 @@ async def test_session_cached_when_the_client_closes_right_after_the_handshake(
         await client.aclose()
         await server.aclose()
     assert reused == [False, True, True]
+
+
+async def test_client_certificates_both_ways_with_contexts(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """Mutual TLS: the layers take any ``ssl.SSLContext``, so a server that requires a client
+    certificate and a client that has one are plain contexts; each end sees the other's."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_server_cert.configure_cert(server_ctx)
+    tls_ca.configure_trust(server_ctx)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    client_ctx = ssl.create_default_context()
+    tls_ca.configure_trust(client_ctx)
+    tls_ca.issue_cert("client@example.org").configure_cert(client_ctx)
+    client, server = await attach_both(
+        *ta.socketpair(),
+        ta.TLSClientLayer(client_ctx, server_hostname="localhost").attach,
+        ta.TLSServerLayer(server_ctx).attach,
+    )
+    async with client, server:
+        seen = server.extra(ta.TLSAttribute.peer_cert)
+        assert seen is not None
+        assert ("email", "client@example.org") in seen["subjectAltName"]
+        assert client.peer_cert is not None
+        await client.send_all(b"authenticated")
+        assert await server.receive_some(100) == b"authenticated"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import ssl
 import subprocess
+from pathlib import Path
 
 import pytest
 import trio
@@ -143,3 +144,71 @@ async def test_hello_retry_request_to_our_client(certs: Certs, tools: Tools) -> 
     assert (
         len(re.findall(rb"<<< TLS 1\.3, Handshake \[length \w+\], ClientHello", tool.output)) == 2
     )
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+async def test_client_certificates_with_openssl(
+    version: str, certs: Certs, tools: Tools, tmp_path: Path
+) -> None:
+    """Mutual TLS both ways: s_client presents a certificate to our server, which requires
+    one; our client presents one to ``s_server -Verify``."""
+    openssl = need("openssl")
+    identity = certs.ca.issue_cert("client@example.org")
+    client_pem = tmp_path / "client.pem"
+    identity.private_key_and_cert_chain_pem.write_to_path(str(client_pem))
+
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certs.leaf.configure_cert(server_ctx)
+    certs.ca.configure_trust(server_ctx)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    listener, port = await tcp_listener()
+    seen: list[object] = []
+
+    async def serve() -> None:
+        raw = await listener.accept()
+        async with await ta.TLSServerLayer(server_ctx).attach(raw, ta.after(TOOL_TIMEOUT)) as tls:
+            peer = tls.peer_cert
+            seen.append(peer["subjectAltName"] if peer else None)
+            await tls.send_all(b"echo:" + await tls.receive_some())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        tool = await tools.start(
+            [
+                openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+                "-CAfile", str(certs.ca_path), "-cert", str(client_pem), VERSION_FLAGS[version],
+                "-ign_eof",
+            ],
+            stdin=subprocess.PIPE,
+        )  # fmt: skip
+        assert tool.process.stdin is not None
+        await tool.process.stdin.send_all(b"mutual\n")
+        assert await tool.expect(rb"echo:mutual"), tool.text()
+        await tool.wait()
+    await listener.aclose()
+    assert seen == [(("email", "client@example.org"),)]
+
+    server = await tools.start(
+        [
+            openssl, "s_server", "-accept", "127.0.0.1:0", "-naccept", "1", "-rev",
+            "-cert", str(certs.cert_path), "-key", str(certs.key_path), VERSION_FLAGS[version],
+            "-Verify", "1", "-verify_return_error", "-CAfile", str(certs.ca_path),
+        ]
+    )  # fmt: skip
+    ready = await server.expect(rb"ACCEPT 127\.0\.0\.1:(\d+)")
+    assert ready is not None, server.text()
+    client_ctx = ssl.create_default_context()
+    certs.ca.configure_trust(client_ctx)
+    identity.configure_cert(client_ctx)
+    with trio.fail_after(TOOL_TIMEOUT):
+        raw = await ta.open_tcp("127.0.0.1", int(ready.group(1)))
+        layer = ta.TLSClientLayer(client_ctx, server_hostname="localhost")
+        async with await layer.attach(raw) as tls:
+            await tls.send_all(b"mutual\n")
+            got = b""
+            while b"lautum" not in got:
+                chunk = await tls.receive_some()
+                assert chunk, got
+                got += chunk
+    assert await server.expect(rb"Peer certificate: .*Testing cert"), server.text()
+    assert await server.expect(rb"Verification: OK"), server.text()

@@ -15,7 +15,7 @@ import re
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -62,6 +62,15 @@ def need(tool: str) -> str:
     return path
 
 
+def s_client(port: int, certs: Certs, *flags: str) -> list[str]:
+    """The command line of ``openssl s_client`` to our server on ``port`` (SNI ``localhost``,
+    our CA trusted, a failed verification fatal), then ``flags``."""
+    return [
+        need("openssl"), "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+        "-CAfile", str(certs.ca_path), "-verify_return_error", *flags,
+    ]  # fmt: skip
+
+
 def free_port() -> int:
     """A port that was free a moment ago on 127.0.0.1 (for tools that must bind themselves)."""
     with socket.socket() as s:
@@ -97,23 +106,33 @@ async def echo_one_line(
         await tls.send_all(b"echo:" + line)
 
 
+Server = Callable[[trio.SocketListener, Certs, dict[str, object]], Awaitable[None]]
+"""Our side of an interop test: serves one client from the listener, notes what it saw."""
+
+
 async def tool_client_to_our_server(
-    tools: Tools, certs: Certs, make_argv: Callable[[int], Sequence[str]], line: bytes
+    tools: Tools,
+    certs: Certs,
+    make_argv: Callable[[int], Sequence[str]],
+    line: bytes,
+    serve: Server = echo_one_line,
+    answer: bytes | None = None,
 ) -> tuple[dict[str, object], Tool, int]:
-    """Our echo server (:func:`echo_one_line`) on a fresh port, a tool as its client.
+    """Our server (by default :func:`echo_one_line`) on a fresh port, a tool as its client.
 
     ``make_argv(port)`` is the tool's command line; it is sent ``line`` on its standard input,
-    which is closed once the echo came back. Returns what our server negotiated and received,
-    the tool, and its exit code.
+    which is closed once the tool printed ``answer`` (a regex; by default the echo of
+    ``line``). Returns what our server noted, the tool, and its exit code.
     """
     listener, port = await tcp_listener()
     seen: dict[str, object] = {}
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(echo_one_line, listener, certs, seen)
+        nursery.start_soon(serve, listener, certs, seen)
         tool = await tools.start(make_argv(port), stdin=subprocess.PIPE)
         assert tool.process.stdin is not None
         await tool.process.stdin.send_all(line)
-        assert await tool.expect(re.escape(b"echo:" + line)), tool.text()
+        expected = re.escape(b"echo:" + line) if answer is None else answer
+        assert await tool.expect(expected), tool.text()
         await tool.process.stdin.aclose()  # some tools end on EOF, others on our close_notify
         code = await tool.wait()
     await listener.aclose()

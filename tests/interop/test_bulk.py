@@ -20,7 +20,7 @@ import trio
 
 import trio_tlsattach as ta
 
-from .conftest import TOOL_TIMEOUT, VERSION_FLAGS, Certs, Tools, need, tcp_listener
+from .conftest import TOOL_TIMEOUT, VERSION_FLAGS, Certs, Tools, need, s_client, tcp_listener
 
 pytestmark = pytest.mark.interop
 
@@ -138,17 +138,13 @@ async def test_small_records_from_s_server(version: str, certs: Certs, tools: To
 async def test_max_fragment_length_to_s_client(version: str, certs: Certs, tools: Tools) -> None:
     """s_client asks for 512-byte records (RFC 6066 max_fragment_length); our sends obey, or
     s_client would fail on a record_overflow."""
-    openssl = need("openssl")
+    need("openssl")
     listener, port = await tcp_listener()
     data = os.urandom(256 * 1024).hex().encode()  # text: s_client prints it as it comes
     tool = await tools.start(
-        [
-            openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
-            "-CAfile", str(certs.ca_path), "-verify_return_error", VERSION_FLAGS[version],
-            "-maxfraglen", "512", "-tlsextdebug",
-        ],
+        s_client(port, certs, VERSION_FLAGS[version], "-maxfraglen", "512", "-tlsextdebug"),
         stdin=subprocess.PIPE,
-    )  # fmt: skip
+    )
     async with await accept_tls(listener, certs) as tls:
         await tls.send_all(data + b"\nend of data\n", ta.after(TOOL_TIMEOUT))
         assert await tool.expect(rb"end of data"), tool.text()[-2000:]

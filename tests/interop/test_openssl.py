@@ -24,6 +24,7 @@ from .conftest import (
     Tools,
     need,
     our_client_to_tool_server,
+    s_client,
     tcp_listener,
     tool_client_to_our_server,
 )
@@ -33,14 +34,10 @@ pytestmark = pytest.mark.interop
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
 async def test_s_client_to_our_server(version: str, certs: Certs, tools: Tools) -> None:
-    openssl = need("openssl")
+    need("openssl")
 
     def argv(port: int) -> list[str]:
-        return [
-            openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
-            "-CAfile", str(certs.ca_path), "-verify_return_error", VERSION_FLAGS[version],
-            "-alpn", "http/1.1", "-ign_eof",
-        ]  # fmt: skip
+        return s_client(port, certs, VERSION_FLAGS[version], "-alpn", "http/1.1", "-ign_eof")
 
     seen, tool, code = await tool_client_to_our_server(tools, certs, argv, b"hello openssl\n")
     assert code == 0, tool.text()
@@ -93,7 +90,7 @@ async def test_our_client_to_s_server(version: str, check: str, certs: Certs, to
 async def test_hello_retry_request_from_our_server(certs: Certs, tools: Tools) -> None:
     """Our server takes only P-384; s_client's first key share is X25519, so the server asks
     again (HelloRetryRequest) and the handshake takes a second ClientHello."""
-    openssl = need("openssl")
+    need("openssl")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     certs.leaf.configure_cert(context)
     context.set_ecdh_curve("secp384r1")  # on OpenSSL 3 this is the whole group list
@@ -109,12 +106,8 @@ async def test_hello_retry_request_from_our_server(certs: Certs, tools: Tools) -
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve)
         tool = await tools.start(
-            [
-                openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
-                "-CAfile", str(certs.ca_path), "-tls1_3", "-msg", "-ign_eof",
-            ],
-            stdin=subprocess.PIPE,
-        )  # fmt: skip
+            s_client(port, certs, "-tls1_3", "-msg", "-ign_eof"), stdin=subprocess.PIPE
+        )
         assert tool.process.stdin is not None
         await tool.process.stdin.send_all(b"retry\n")
         assert await tool.expect(rb"echo:retry"), tool.text()
@@ -174,13 +167,9 @@ async def test_client_certificates_with_openssl(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve)
         tool = await tools.start(
-            [
-                openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
-                "-CAfile", str(certs.ca_path), "-cert", str(client_pem), VERSION_FLAGS[version],
-                "-ign_eof",
-            ],
+            s_client(port, certs, "-cert", str(client_pem), VERSION_FLAGS[version], "-ign_eof"),
             stdin=subprocess.PIPE,
-        )  # fmt: skip
+        )
         assert tool.process.stdin is not None
         await tool.process.stdin.send_all(b"mutual\n")
         assert await tool.expect(rb"echo:mutual"), tool.text()

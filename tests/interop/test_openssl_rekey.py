@@ -19,7 +19,7 @@ import trio
 
 import trio_tlsattach as ta
 
-from .conftest import TOOL_TIMEOUT, VERSION_FLAGS, Certs, Tool, Tools, need, tcp_listener
+from .conftest import TOOL_TIMEOUT, VERSION_FLAGS, Certs, Tool, Tools, need, s_client, tcp_listener
 
 pytestmark = pytest.mark.interop
 
@@ -28,8 +28,10 @@ async def echo_lines(listener: trio.SocketListener, certs: Certs, log: list[obje
     """Our TLS server for one client: echo what arrives until the client closes.
 
     Logs each piece received, then ``b""`` at the client's close, or the error that ended it.
+    The listener is closed once the client is in.
     """
-    raw = await listener.accept()
+    async with listener:
+        raw = await listener.accept()
     tls = await ta.TLSServerLayer(certs.leaf).attach(raw, ta.after(TOOL_TIMEOUT))
     async with tls:
         try:
@@ -46,23 +48,26 @@ async def type_line(tool: Tool, line: bytes) -> None:
     await tool.process.stdin.send_all(line + b"\n")
 
 
+async def s_client_to_echo(
+    nursery: trio.Nursery, tools: Tools, certs: Certs, log: list[object], version_flag: str
+) -> Tool:
+    """Our :func:`echo_lines` server, and ``s_client -msg`` as its client once a first line
+    went there and back."""
+    listener, port = await tcp_listener()
+    nursery.start_soon(echo_lines, listener, certs, log)
+    tool = await tools.start(s_client(port, certs, version_flag, "-msg"), stdin=subprocess.PIPE)
+    await type_line(tool, b"before")
+    assert await tool.expect(rb"echo:before"), tool.text()
+    return tool
+
+
 @pytest.mark.parametrize("command", ["k", "K"])
 async def test_key_update_from_s_client(command: str, certs: Certs, tools: Tools) -> None:
-    openssl = need("openssl")
-    listener, port = await tcp_listener()
+    need("openssl")
     log: list[object] = []
     with trio.fail_after(TOOL_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(echo_lines, listener, certs, log)
-            tool = await tools.start(
-                [
-                    openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
-                    "localhost", "-CAfile", str(certs.ca_path), "-tls1_3", "-msg",
-                ],
-                stdin=subprocess.PIPE,
-            )  # fmt: skip
-            await type_line(tool, b"before")
-            assert await tool.expect(rb"echo:before"), tool.text()
+            tool = await s_client_to_echo(nursery, tools, certs, log, "-tls1_3")
             await type_line(tool, command.encode())
             assert await tool.expect(rb">>> TLS 1\.3, Handshake \[length 0005\], KeyUpdate")
             await type_line(tool, b"after")
@@ -70,32 +75,20 @@ async def test_key_update_from_s_client(command: str, certs: Certs, tools: Tools
             assert tool.process.stdin is not None
             await tool.process.stdin.aclose()  # s_client then sends close_notify and exits
             await tool.wait()
-    await listener.aclose()
     assert log == [b"before\n", b"after\n", b""]
     answered = re.search(rb"<<< TLS 1\.3, Handshake \[length 0005\], KeyUpdate", tool.output)
     assert (answered is not None) == (command == "K"), tool.text()
 
 
 async def test_client_renegotiation_is_refused(certs: Certs, tools: Tools) -> None:
-    openssl = need("openssl")
-    listener, port = await tcp_listener()
+    need("openssl")
     log: list[object] = []
     with trio.fail_after(TOOL_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(echo_lines, listener, certs, log)
-            tool = await tools.start(
-                [
-                    openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
-                    "localhost", "-CAfile", str(certs.ca_path), "-tls1_2", "-msg",
-                ],
-                stdin=subprocess.PIPE,
-            )  # fmt: skip
-            await type_line(tool, b"before")
-            assert await tool.expect(rb"echo:before"), tool.text()
+            tool = await s_client_to_echo(nursery, tools, certs, log, "-tls1_2")
             await type_line(tool, b"R")
             assert await tool.expect(rb"<<< TLS 1\.2, Alert .*no_renegotiation"), tool.text()
             await tool.wait()  # s_client gives up on the connection
-    await listener.aclose()
     assert log[0] == b"before\n"
     assert len(log) == 2
     error = log[1]

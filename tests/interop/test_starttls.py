@@ -11,7 +11,6 @@ hands over exactly the bytes that belong below.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 
 import pytest
@@ -19,7 +18,15 @@ import trio
 
 import trio_tlsattach as ta
 
-from .conftest import TOOL_TIMEOUT, VERSION_FLAGS, Certs, Tools, need, tcp_listener
+from .conftest import (
+    TOOL_TIMEOUT,
+    VERSION_FLAGS,
+    Certs,
+    Tools,
+    need,
+    s_client,
+    tool_client_to_our_server,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -55,30 +62,22 @@ async def smtp_like_server(
 async def run_client(
     tools: Tools, certs: Certs, argv: Callable[[int], list[str]]
 ) -> dict[str, object]:
-    listener, port = await tcp_listener()
-    seen: dict[str, object] = {}
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(smtp_like_server, listener, certs, seen)
-        tool = await tools.start(argv(port), stdin=subprocess.PIPE)
-        assert tool.process.stdin is not None
-        await tool.process.stdin.send_all(b"NOOP\n")  # read once the handshake is done
-        assert await tool.expect(rb"250 2\.0\.0 OK over TLSv1\.\d"), tool.text()
-        await tool.process.stdin.aclose()  # both tools send close_notify on end of input
-        await tool.wait()
-    await listener.aclose()
+    """The tool as a client of :func:`smtp_like_server`; what the server saw."""
+    seen, _, _ = await tool_client_to_our_server(
+        tools, certs, argv, b"NOOP\n", smtp_like_server, rb"250 2\.0\.0 OK over TLSv1\.\d"
+    )
     return seen
 
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
 async def test_openssl_s_client_starttls_smtp(version: str, certs: Certs, tools: Tools) -> None:
-    openssl = need("openssl")
+    need("openssl")
 
     def argv(port: int) -> list[str]:
-        return [
-            openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-starttls", "smtp",
-            "-name", "client.example", "-servername", "localhost", "-CAfile", str(certs.ca_path),
-            "-verify_return_error", "-crlf", VERSION_FLAGS[version],
-        ]  # fmt: skip
+        return s_client(
+            port, certs, "-starttls", "smtp", "-name", "client.example", "-crlf",
+            VERSION_FLAGS[version],
+        )  # fmt: skip
 
     seen = await run_client(tools, certs, argv)
     assert seen == {

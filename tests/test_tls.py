@@ -215,7 +215,7 @@ async def test_drop_in_for_ssl_stream(
     async with trio.open_nursery() as nursery:  # lazy handshake on first use
         nursery.start_soon(client.send_all, b"lazy")
         assert await server.receive_some(10) == b"lazy"
-    assert server.transport_stream.label() == "stream"
+    assert server.transport_stream is a  # the stream given, as trio.SSLStream has it
 
     async def server_unwrap() -> None:
         stream, trailing = await server.unwrap()
@@ -226,6 +226,7 @@ async def test_drop_in_for_ssl_stream(
         nursery.start_soon(server_unwrap)
         stream, _ = await client.unwrap()
     assert stream is b
+    assert client.transport_stream is None  # detached: the stream is the caller's again
     await a.aclose()
     await b.aclose()
 

@@ -333,7 +333,7 @@ async def test_unwrap_returns_trailing_bytes(
         nursery.start_soon(client.do_handshake)
         await server.do_handshake()
     server._start_shutdown()
-    await a.send_all(server._outgoing.read() + b"TRAILING")
+    await a.send_all(server._take_outgoing() + b"TRAILING")  # the tickets, close_notify
     server._set(SEND_BROKEN)
     stream, trailing = await client.unwrap()
     assert stream is b

@@ -56,6 +56,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any, Final, final
 
+import idna
 import trio
 
 from ._base import (
@@ -63,6 +64,7 @@ from ._base import (
     ConflictDetector,
     Handle,
     Kind,
+    Phase,
     as_writable_view,
     check_max_bytes,
 )
@@ -94,6 +96,23 @@ SEND_CHUNK: Final = 256 * 1024
 """Plaintext encrypted per ``SSLObject.write``: bounds the ciphertext held in memory."""
 
 
+def _encode_hostname(hostname: str | bytes | None) -> str | bytes | None:
+    """IDNA 2008 (UTS 46), as trio does: Python's ``ssl`` would use IDNA 2003, which maps
+    some names to a different host (``faß.de`` to ``fass.de``)."""
+    if not isinstance(hostname, str) or hostname.isascii():
+        return hostname
+    try:
+        return idna.encode(hostname, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise InvalidArgument(f"server_hostname {hostname!r} is not a valid name: {exc}") from exc
+
+
+def _given_stream(below: Handle) -> Any:
+    """The stream a user gave, where ``below`` only adapts it (a ``StreamTransport``)."""
+    inner = getattr(below, "stream", None)
+    return inner if isinstance(inner, trio.abc.Stream) else below
+
+
 def _record_sni(sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
     # The server side learns the client's SNI only through this callback.
     sslobj.tlsattach_sni = server_name
@@ -115,10 +134,19 @@ class TLSStream(TLSInfo, TLSWire):
     on failure)::
 
         tls = await TLSServerLayer("cert.pem", "key.pem").attach(tcp, deadline=after(10))
+
+    ``https_compatible=True`` is trio.SSLStream's HTTPS mode: a peer's EOF without close_notify
+    (also before or during the handshake) is a clean end of stream, and closing sends no
+    close_notify. Where it differs from trio.SSLStream on purpose: :meth:`aclose` is
+    libdill's forceful ``hclose`` (it does not run a handshake that has not happened, and
+    sends close_notify only if it fits at once; use :meth:`detach` or :meth:`send_eof` for a
+    clean close); before the handshake the accessors return None rather than raise; and a
+    ``trio.SocketStream``'s socket is taken over, so :attr:`transport_stream` is then the
+    transport that holds it.
     """
 
     __slots__ = (
-        "_context", "_handshake_lock", "_https_compatible", "_raw", "_receive_conflict",
+        "_handshake_lock", "_https_compatible", "_raw", "_receive_conflict",
         "_send_conflict", "_server_side", "_session_sink", "_ssl", "unread_data",
     )  # fmt: skip
 
@@ -128,7 +156,7 @@ class TLSStream(TLSInfo, TLSWire):
         ssl_context: ssl.SSLContext,
         *,
         server_side: bool = False,
-        server_hostname: str | None = None,
+        server_hostname: str | bytes | None = None,
         https_compatible: bool = False,
         mem: object = None,
         session: ssl.SSLSession | None = None,
@@ -151,14 +179,13 @@ class TLSStream(TLSInfo, TLSWire):
                 self._incoming,
                 self._outgoing,
                 server_side=server_side,
-                server_hostname=server_hostname,
+                server_hostname=_encode_hostname(server_hostname),
                 session=session,
             )
-        except (ValueError, ssl.SSLError) as exc:
+        except (ValueError, ssl.SSLError) as exc:  # InvalidArgument is a ValueError
             block.release()
             raise InvalidArgument(f"cannot start TLS: {exc}") from exc
         self._bind(below, block)
-        self._context = ssl_context
         self._server_side = server_side
         self._https_compatible = https_compatible
         # Made when two tasks meet in the handshake, dropped after it: most never do.
@@ -184,9 +211,14 @@ class TLSStream(TLSInfo, TLSWire):
         return f"tls({side}, {self._ssl.version() or 'handshaking'})"
 
     @property
-    def transport_stream(self) -> Handle:
-        """The stream below (do not use it while TLS is attached)."""
-        return self._below
+    def transport_stream(self) -> Any:
+        """The stream below, as ``trio.SSLStream`` has it: the ``trio.abc.Stream`` you gave
+        (but a ``trio.SocketStream``, whose socket TLS takes over: then the transport that has
+        it), or the handle below in a stack; None once detached. Do not use it while TLS is
+        attached."""
+        if self._phase is Phase.DETACHED:
+            return None
+        return _given_stream(self._below)
 
     # --- handshake ----------------------------------------------------------------------------
 
@@ -207,6 +239,10 @@ class TLSStream(TLSInfo, TLSWire):
             lock = self._handshake_lock = trio.Lock()
         async with lock:
             while not self._flags & _HANDSHOOK:
+                # A handshake that failed part-way (its records half sent, the stream below
+                # broken) cannot go on: OpenSSL would wait for an answer that never comes.
+                if self._send_error is not None or self._recv_error is not None:
+                    raise ConnectionBroken("the TLS handshake failed earlier")
                 try:
                     self._ssl.do_handshake()
                     done = True
@@ -216,7 +252,10 @@ class TLSStream(TLSInfo, TLSWire):
                     self._break_both()
                     await self._flush_on_close()  # our alert tells the peer why
                     raise TLSError.from_ssl(exc, "handshake failed") from exc
-                await self._flush(deadline)
+                if done and self._server_side and self._ssl.version() == "TLSv1.3":
+                    self._send_or_delay()  # the session tickets: the client may not read yet
+                else:
+                    await self._flush(deadline)
                 if done:
                     self._set(_HANDSHOOK)
                     self._handshake_lock = None  # tasks waiting on it hold their own reference
@@ -225,6 +264,8 @@ class TLSStream(TLSInfo, TLSWire):
                     break
                 if not await self._pull(deadline, during="handshake"):
                     self._break_both()
+                    if self._https_compatible:  # a client that left: receives see EOF
+                        self._set(_RECV_EOF)
                     raise ConnectionBroken("the peer closed the connection during the handshake")
 
     # --- send side ----------------------------------------------------------------------------
@@ -292,7 +333,7 @@ class TLSStream(TLSInfo, TLSWire):
     async def _wait_send_all_might_not_block(self) -> None:
         with self._send_conflict:
             self._check_send()
-            await self._wire._wait_send_all_might_not_block()
+            await self._wait_wire_writable()
 
     # --- receive side -------------------------------------------------------------------------
 
@@ -376,7 +417,13 @@ class TLSStream(TLSInfo, TLSWire):
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return n
             if not self._flags & _HANDSHOOK:
-                await self._handshake(checked)
+                try:
+                    await self._handshake(checked)
+                except ConnectionBroken:
+                    # https_compatible: a client that closed before or during the handshake
+                    # (browsers do) is an end of stream, as trio.SSLStream has it.
+                    if not self._flags & _RECV_EOF:
+                        raise
             waited = False
             while True:
                 if self._flags & _RECV_EOF:
@@ -521,11 +568,9 @@ class TLSStream(TLSInfo, TLSWire):
         instead of pushed back. A wrapped foreign stream is returned as the original object.
         """
         below = await self.detach()
-        assert isinstance(below, ByteStream)
         trailing = bytes(below._pushback)
         below._pushback.clear()
-        inner = getattr(below, "stream", None)
-        return (inner if isinstance(inner, trio.abc.Stream) else below), trailing
+        return _given_stream(below), trailing
 
     # --- close --------------------------------------------------------------------------------
 
@@ -560,11 +605,13 @@ class TLSStream(TLSInfo, TLSWire):
         self._keep_session()
 
     async def _close_resources(self) -> None:
-        # Forceful, but a peer that can still hear us gets a close_notify if it fits now.
+        # Forceful, but a peer that can still hear us gets a close_notify if it fits now (not
+        # in https_compatible mode, where trio.SSLStream sends none either).
         try:
             if self._flags & _HANDSHOOK and not self._server_side:
                 self._absorb_tickets()
-            if self._flags & _HANDSHOOK and not self._flags & (_SEND_DONE | _SEND_BROKEN):
+            polite = not self._flags & (_SEND_DONE | _SEND_BROKEN) and not self._https_compatible
+            if self._flags & _HANDSHOOK and polite:
                 with contextlib.suppress(ssl.SSLError):
                     self._ssl.unwrap()
                 await self._flush_on_close()

@@ -8,6 +8,7 @@ waits or fails once the stream exists; before the handshake most answers are Non
 from __future__ import annotations
 
 import ssl
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,15 +23,23 @@ class TLSInfo:
 
     __slots__ = ()
 
-    # Set by TLSStream.__init__.
+    # Set by TLSStream.__init__ (and the byte-stream base).
     _ssl: ssl.SSLObject
-    _context: ssl.SSLContext
     _server_side: bool
+    _pushback: bytearray
 
     @property
     def context(self) -> ssl.SSLContext:
-        """The ``ssl.SSLContext`` this connection was made from."""
-        return self._context
+        """The ``ssl.SSLContext`` of this connection.
+
+        Settable, as on ``ssl.SSLObject``: a server's SNI callback can switch a connection to
+        the context of the name the client asked for.
+        """
+        return self._ssl.context
+
+    @context.setter
+    def context(self, context: ssl.SSLContext) -> None:
+        self._ssl.context = context
 
     @property
     def server_side(self) -> bool:
@@ -61,8 +70,15 @@ class TLSInfo:
 
     @property
     def session(self) -> ssl.SSLSession | None:
-        """The TLS session, to resume it with ``TLSClientLayer(..., session=...)``."""
+        """The TLS session, to resume it with ``TLSClientLayer(..., session=...)``.
+
+        A client may also set it before the handshake, as on ``ssl.SSLObject``.
+        """
         return self._ssl.session
+
+    @session.setter
+    def session(self, session: ssl.SSLSession | None) -> None:
+        self._ssl.session = session
 
     @property
     def session_reused(self) -> bool:
@@ -97,6 +113,21 @@ class TLSInfo:
     def compression(self) -> str | None:
         """As ``ssl.SSLObject.compression``: always None with OpenSSL 1.1 and later."""
         return self._ssl.compression()
+
+    def selected_npn_protocol(self) -> str | None:
+        """As ``ssl.SSLObject.selected_npn_protocol``: deprecated, always None (OpenSSL 3 has
+        no NPN; ALPN replaced it, see :attr:`alpn`)."""
+        warnings.warn("ssl NPN is deprecated, use ALPN instead", DeprecationWarning, stacklevel=2)
+        return None
+
+    def pending(self) -> int:
+        """Decrypted bytes a receive can return without reading from the stream below."""
+        return self._ssl.pending() + len(self._pushback)
+
+    def verify_client_post_handshake(self) -> None:
+        """As ``ssl.SSLObject.verify_client_post_handshake``: a TLS 1.3 server asks for the
+        client's certificate after the handshake; the request leaves with the next send."""
+        self._ssl.verify_client_post_handshake()
 
     def _attributes(self) -> Mapping[TypedAttribute[Any], Callable[[], Any]]:
         return {

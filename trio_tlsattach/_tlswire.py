@@ -25,6 +25,7 @@ and owns everything that moves ciphertext:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import ssl
 from typing import Final
@@ -78,7 +79,8 @@ class TLSWire(AttachedMixin, ByteStream):
     """Ciphertext in and out, and the state record: the base of ``TLSStream``."""
 
     __slots__ = (
-        "_bytes_in", "_bytes_out", "_drained", "_flags", "_incoming", "_outgoing", "_pull_done",
+        "_bytes_in", "_bytes_out", "_delayed", "_drained", "_flags", "_incoming", "_outgoing",
+        "_pull_done",
         "_pulling", "_records", "_recv_error", "_send_error", "_skip", "_split_header",
         "_wait_buffer", "_wire", "_wire_lock",
     )  # fmt: skip
@@ -96,6 +98,8 @@ class TLSWire(AttachedMixin, ByteStream):
         self._send_error: str | None = None
         # Made when a send has to wait part-way, dropped when free again (see _flush).
         self._wire_lock: trio.Lock | None = None
+        # Ciphertext that goes in front of the next flush (see _send_or_delay).
+        self._delayed = b""
         self._wait_buffer: _Scratch | None = None  # for streams below that cannot poll
         # Record tracking of the ciphertext handed to OpenSSL (see _feed): whole records not
         # yet read (an upper bound: a record without application data, e.g. a session ticket,
@@ -164,6 +168,10 @@ class TLSWire(AttachedMixin, ByteStream):
             raise
         except StackError as exc:
             self._recv_error = (ConnectionBroken, f"the stream below failed: {exc.strerror}")
+            self._set(_RECV_BROKEN)
+            raise
+        except Exception as exc:  # a foreign stream's own error: where it left off is unknown
+            self._recv_error = (ConnectionBroken, f"the stream below failed: {exc!r}")
             self._set(_RECV_BROKEN)
             raise
         return bool(got)
@@ -259,6 +267,31 @@ class TLSWire(AttachedMixin, ByteStream):
         """True when part of a record has arrived but not all of it."""
         return bool(self._skip or self._split_header)
 
+    def _take_outgoing(self) -> bytes:
+        """Everything to send next, in order: what was delayed, then what OpenSSL made since."""
+        data = self._outgoing.read()
+        if self._delayed:
+            data, self._delayed = self._delayed + data, b""
+        return data
+
+    def _send_or_delay(self) -> None:
+        """Send what OpenSSL made if the stream below takes it without waiting; keep the rest
+        for the front of the next flush.
+
+        For a TLS 1.3 server's session tickets, which OpenSSL makes as its handshake ends: the
+        client's handshake is already over, so it may not read until it has sent something,
+        and a server waiting to hand the tickets over a stream without a buffer (a pipe that
+        is full, a lockstep test stream) would wait for ever (trio issue #819). trio.SSLStream
+        always delays them; sending now when the socket has room lets a client that only
+        reads have them for its next connection.
+        """
+        data = self._take_outgoing()
+        sent = 0
+        if data and self._wire_lock is None:
+            with contextlib.suppress(StackError):  # the next flush meets the error and tells
+                sent = self._wire._send_nowait(data)
+        self._delayed = data[sent:]
+
     async def _flush(self, deadline: float) -> None:
         """Send everything OpenSSL has produced, in order (see the module docstring).
 
@@ -275,7 +308,7 @@ class TLSWire(AttachedMixin, ByteStream):
             if lock is None:
                 # Nobody is mid-send and nothing is awaited before the bytes are handed below,
                 # so no other task's records can overtake ours: no lock needed.
-                data = outgoing.read()
+                data = self._take_outgoing()
                 sent = below._send_nowait(data)
                 if sent == len(data):
                     return
@@ -283,7 +316,7 @@ class TLSWire(AttachedMixin, ByteStream):
                 lock.acquire_nowait()
                 rest = memoryview(data)[sent:]
             else:
-                rest = memoryview(outgoing.read())  # whatever was made while we waited
+                rest = memoryview(self._take_outgoing())  # whatever was made while we waited
             if rest:
                 await below._send_all(rest, deadline, False)
         except BaseException:
@@ -292,12 +325,33 @@ class TLSWire(AttachedMixin, ByteStream):
             raise
         finally:
             if lock is not None:
-                lock.release()
-                if not lock.locked():  # nobody queued behind us: back to the lock-free state
-                    self._wire_lock = None
+                self._release_wire(lock)
+
+    def _release_wire(self, lock: trio.Lock) -> None:
+        lock.release()
+        if not lock.locked():  # nobody queued behind us: back to the lock-free state
+            self._wire_lock = None
+
+    async def _wait_wire_writable(self) -> None:
+        """``wait_send_all_might_not_block`` on the stream below, in turn with flushes.
+
+        A receive may be flushing at the same time (handshake records, a KeyUpdate answer),
+        and the stream below lets one task at a time wait for room, so this queues behind it
+        as a flush would.
+        """
+        lock = self._wire_lock
+        if lock is None:
+            lock = self._wire_lock = trio.Lock()
+            lock.acquire_nowait()
+        else:
+            await lock.acquire()
+        try:
+            await self._wire._wait_send_all_might_not_block()
+        finally:
+            self._release_wire(lock)
 
     async def _flush_on_close(self) -> None:
         """Best effort: hand a last word (alert, close_notify) below without waiting long."""
-        data = self._outgoing.read()
+        data = self._take_outgoing()
         if data and self._wire_lock is None:  # else a send is part-way: do not cut into it
             await self._wire._send_on_close(data)

@@ -56,7 +56,6 @@ import ssl
 from collections.abc import Callable
 from typing import Any, Final, final
 
-import idna
 import trio
 
 from ._base import (
@@ -78,6 +77,7 @@ from ._errors import (
     TLSError,
 )
 from ._mem import TLS_SIZE, StateBlock
+from ._tlsconfig import encode_hostname, record_sni
 from ._tlsinfo import TLSInfo
 from ._tlswire import (
     _HANDSHOOK,
@@ -96,26 +96,10 @@ SEND_CHUNK: Final = 256 * 1024
 """Plaintext encrypted per ``SSLObject.write``: bounds the ciphertext held in memory."""
 
 
-def _encode_hostname(hostname: str | bytes | None) -> str | bytes | None:
-    """IDNA 2008 (UTS 46), as trio does: Python's ``ssl`` would use IDNA 2003, which maps
-    some names to a different host (``faß.de`` to ``fass.de``)."""
-    if not isinstance(hostname, str) or hostname.isascii():
-        return hostname
-    try:
-        return idna.encode(hostname, uts46=True).decode("ascii")
-    except idna.IDNAError as exc:
-        raise InvalidArgument(f"server_hostname {hostname!r} is not a valid name: {exc}") from exc
-
-
 def _given_stream(below: Handle) -> Any:
     """The stream a user gave, where ``below`` only adapts it (a ``StreamTransport``)."""
     inner = getattr(below, "stream", None)
     return inner if isinstance(inner, trio.abc.Stream) else below
-
-
-def _record_sni(sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
-    # The server side learns the client's SNI only through this callback.
-    sslobj.tlsattach_sni = server_name
 
 
 @final
@@ -173,13 +157,13 @@ class TLSStream(TLSInfo, TLSWire):
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         if server_side and ssl_context.sni_callback is None:
-            ssl_context.sni_callback = _record_sni
+            ssl_context.sni_callback = record_sni
         try:
             self._ssl = ssl_context.wrap_bio(
                 self._incoming,
                 self._outgoing,
                 server_side=server_side,
-                server_hostname=_encode_hostname(server_hostname),
+                server_hostname=encode_hostname(server_hostname),
                 session=session,
             )
         except (ValueError, ssl.SSLError) as exc:  # InvalidArgument is a ValueError

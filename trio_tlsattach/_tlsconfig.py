@@ -12,6 +12,9 @@ modification time and size (a renewed certificate is picked up), or a digest of 
 Defaults are the secure ones: TLS 1.2 or newer, and a client verifies the server's certificate
 and its hostname (``ssl.create_default_context``). Anything that cannot be loaded is
 :class:`InvalidArgument` (EINVAL) with OpenSSL's reason attached as ``__cause__``.
+
+Names are configuration too: :func:`encode_hostname` turns the name a client asks for into
+what goes on the wire, and :func:`record_sni` lets a server see it.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import idna
 import trustme
 
 from ._errors import InvalidArgument, InvalidArgumentType
 
-__all__ = ["CertSource", "client_context", "server_context"]
+__all__ = ["CertSource", "client_context", "encode_hostname", "record_sni", "server_context"]
 
 CertSource = ssl.SSLContext | str | bytes | os.PathLike[str] | trustme.LeafCert
 """What a server layer accepts as its certificate: a context, a PEM file path, PEM bytes, or a
@@ -195,3 +199,20 @@ def client_context(
         f"context must be an ssl.SSLContext, a trustme.CA or a CA file path, not "
         f"{type(context).__name__}"
     )
+
+
+def encode_hostname(hostname: str | bytes | None) -> str | bytes | None:
+    """IDNA 2008 (UTS 46), as trio does: Python's ``ssl`` would use IDNA 2003, which maps
+    some names to a different host (``faß.de`` to ``fass.de``)."""
+    if not isinstance(hostname, str) or hostname.isascii():
+        return hostname
+    try:
+        return idna.encode(hostname, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise InvalidArgument(f"server_hostname {hostname!r} is not a valid name: {exc}") from exc
+
+
+def record_sni(sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+    """The server's SNI callback unless the context has its own: the server side learns the
+    name the client asked for only through it (``TLSStream.server_hostname`` reads it)."""
+    sslobj.tlsattach_sni = server_name

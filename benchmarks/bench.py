@@ -20,6 +20,7 @@ append as JSON lines. The exit status is always 0: this is a report, not a test.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -106,6 +107,10 @@ def _interleave(
     results: dict[str, list[Any]] = {name: [] for name in names}
     for _ in range(rounds):
         for name in names:
+            # Each measure starts from a collected heap: otherwise the next one in line pays
+            # for the garbage of the one before (seen: the first contender of a round, after
+            # asyncio and uvloop, lost a quarter of its handshakes per second).
+            gc.collect()
             try:
                 results[name].append(measure(name))
             except Exception as exc:

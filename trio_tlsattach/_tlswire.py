@@ -19,6 +19,9 @@ and owns everything that moves ciphertext:
   output, with one non-blocking send and no lock when nobody is part-way through a send; a
   remainder that has to wait is sent under ``_wire_lock``, so records leave in the order
   OpenSSL made them even when a receive (a KeyUpdate answer, an alert) and a send both write.
+  The one exception to "everything, now": a TLS 1.3 server's session tickets, made as its
+  handshake ends, leave at once only if the stream below takes them without waiting, and
+  otherwise in front of the next flush (``_send_or_delay``).
 * **The state record** in the caller's memory block (``_save_record``): phase, direction flags,
   byte counters.
 """

@@ -32,6 +32,20 @@ async def handshake_both(*streams: ta.TLSStream) -> None:
             nursery.start_soon(stream.do_handshake)
 
 
+def socketpair_streams(
+    client_context: ssl.SSLContext,
+    server_context: ssl.SSLContext,
+    server_hostname: str = "localhost",
+    https_compatible: bool = False,
+) -> tuple[ta.TLSStream, ta.TLSStream]:
+    """A client and a server TLSStream on a socketpair, made the drop-in way."""
+    a, b = ta.socketpair()
+    client = ta.TLSStream(
+        a, client_context, server_hostname=server_hostname, https_compatible=https_compatible
+    )
+    return client, ta.TLSStream(b, server_context, server_side=True)
+
+
 @pytest.mark.parametrize("version", VERSIONS, ids=["1.2", "1.3"])
 async def test_handshake_on_a_stream_without_buffer(
     version: ssl.TLSVersion,
@@ -90,9 +104,7 @@ async def test_server_hostname_is_encoded_with_idna_2008(
     """Python's ``ssl`` would send ``fass.de`` (IDNA 2003); the right name is another host."""
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls_ca.issue_cert("xn--fa-hia.de").configure_cert(server_ctx)
-    a, b = ta.socketpair()
-    client = ta.TLSStream(a, client_ssl_context, server_hostname="faß.de")
-    server = ta.TLSStream(b, server_ctx, server_side=True)
+    client, server = socketpair_streams(client_ssl_context, server_ctx, server_hostname="faß.de")
     assert client.server_hostname == "xn--fa-hia.de"
     await handshake_both(client, server)  # the certificate for the IDNA 2008 name matches
     assert server.server_hostname == "xn--fa-hia.de"
@@ -180,9 +192,9 @@ async def test_https_mode_eof_before_the_handshake_is_an_end_of_stream(
 async def test_https_mode_closes_without_close_notify(
     server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
 ) -> None:
-    a, b = ta.socketpair()
-    client = ta.TLSStream(a, client_ssl_context, server_hostname="localhost", https_compatible=True)
-    server = ta.TLSStream(b, server_ssl_context, server_side=True)
+    client, server = socketpair_streams(
+        client_ssl_context, server_ssl_context, https_compatible=True
+    )
     await handshake_both(client, server)
     await client.aclose()
     with pytest.raises(ta.ConnectionBroken):  # no close_notify: not a clean end of stream
@@ -199,9 +211,7 @@ async def test_context_and_session_can_be_set_before_the_handshake(
     pinned(client_ssl_context, ssl.TLSVersion.TLSv1_2)  # sessions without waiting for tickets
     sessions: list[ssl.SSLSession | None] = []
     for _ in range(2):
-        a, b = ta.socketpair()
-        client = ta.TLSStream(a, client_ssl_context, server_hostname="localhost")
-        server = ta.TLSStream(b, server_ssl_context, server_side=True)
+        client, server = socketpair_streams(client_ssl_context, server_ssl_context)
         server.context = other
         assert server.context is other
         if sessions:
@@ -219,9 +229,7 @@ async def test_context_and_session_can_be_set_before_the_handshake(
 async def test_pending_counts_what_a_receive_returns_without_reading(
     server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
 ) -> None:
-    a, b = ta.socketpair()
-    client = ta.TLSStream(a, client_ssl_context, server_hostname="localhost")
-    server = ta.TLSStream(b, server_ssl_context, server_side=True)
+    client, server = socketpair_streams(client_ssl_context, server_ssl_context)
     await handshake_both(client, server)
     assert client.pending() == 0
     await server.send_all(b"x" * 100)
@@ -254,9 +262,7 @@ async def test_verify_client_post_handshake(
     tls_ca.configure_trust(server_ssl_context)
     client_ssl_context.post_handshake_auth = True
     tls_ca.issue_cert("client@example.org").configure_cert(client_ssl_context)
-    a, b = ta.socketpair()
-    client = ta.TLSStream(a, client_ssl_context, server_hostname="localhost")
-    server = ta.TLSStream(b, server_ssl_context, server_side=True)
+    client, server = socketpair_streams(client_ssl_context, server_ssl_context)
     await handshake_both(client, server)
     assert server.getpeercert() is None
     server.verify_client_post_handshake()

@@ -83,9 +83,8 @@ class TLSWire(AttachedMixin, ByteStream):
 
     __slots__ = (
         "_bytes_in", "_bytes_out", "_delayed", "_drained", "_flags", "_incoming", "_outgoing",
-        "_pull_done",
-        "_pulling", "_records", "_recv_error", "_send_error", "_skip", "_split_header",
-        "_wait_buffer", "_wire", "_wire_lock",
+        "_pull_done", "_pulling", "_records", "_recv_error", "_send_error", "_skip",
+        "_split_header", "_wait_buffer", "_wire", "_wire_lock",
     )  # fmt: skip
 
     _wire: ByteStream  # ``_below``, typed: the hot path's isinstance checks cost time

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import trio
@@ -275,3 +276,13 @@ async def test_verify_client_post_handshake(
     assert ("email", "client@example.org") in peer["subjectAltName"]
     await client.aclose()
     await server.aclose()
+
+
+def test_subscriptable_like_trio_ssl_stream() -> None:
+    """trio.SSLStream is generic in its transport; code that spells ``SSLStream[...]`` at run
+    time (a type alias) keeps working with TLSStream in its place. (Type checkers see TLSStream
+    as not generic: the transport below is not a type parameter here.)"""
+    stream_class: Any = ta.TLSStream
+    alias = stream_class[trio.SocketStream]
+    assert alias.__origin__ is ta.TLSStream
+    assert alias.__args__ == (trio.SocketStream,)

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import types
 from collections.abc import Callable
 from typing import Any, Final, final
 
@@ -128,6 +129,11 @@ class TLSStream(TLSInfo, TLSWire):
     ``trio.SocketStream``'s socket is taken over, so :attr:`transport_stream` is then the
     transport that holds it.
     """
+
+    def __class_getitem__(cls, transport: object) -> types.GenericAlias:
+        """``TLSStream[SocketStream]``, where code written for trio.SSLStream (generic in its
+        transport) subscripts it at run time: in a type alias, for instance."""
+        return types.GenericAlias(cls, transport)
 
     __slots__ = (
         "_handshake_lock", "_https_compatible", "_raw", "_receive_conflict",

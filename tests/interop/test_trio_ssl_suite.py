@@ -1,6 +1,7 @@
 """trio's own SSL test suite, run against TLSStream: the drop-in promise, checked by the tests
 trio.SSLStream itself has to pass (renegotiation against pyOpenSSL, lockstep transports, full
-duplex, the stream conformance checks, checkpoints, error classes).
+duplex, the stream conformance checks, checkpoints, error classes, and the
+``open_ssl_over_tcp_stream`` / ``open_ssl_over_tcp_listeners`` helpers).
 
 trio ships its tests inside the package; they need pyOpenSSL (a test extra). The run happens in
 a pytest of its own with ``trio_ssl_as_tlsstream`` as a plugin, which swaps the class and
@@ -37,7 +38,7 @@ async def test_trio_ssl_suite_passes_with_tlsstream(tmp_path: Path) -> None:
     argv = [
         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(config),
         "-p", "trio._tests.pytest_plugin", "-p", "trio_ssl_as_tlsstream", "--run-slow",
-        "--pyargs", "trio._tests.test_ssl",
+        "--pyargs", "trio._tests.test_ssl", "trio._tests.test_highlevel_ssl_helpers",
     ]  # fmt: skip
     with trio.fail_after(300):
         result = await trio.run_process(

@@ -1,9 +1,10 @@
-"""A pytest plugin that runs trio's own ``test_ssl.py`` with TLSStream in place of SSLStream.
+"""A pytest plugin that runs trio's own SSL tests with TLSStream in place of SSLStream.
 
 Loaded with ``-p`` by ``test_trio_ssl_suite.py`` in a pytest of its own, so the swap never
 touches the rest of our suite. trio's tests take ``SSLStream`` from ``trio._ssl`` when their
-module is imported, and ``trio.SSLListener`` looks the name up there on every accept: setting it
-here, before collection, makes every stream those tests build a TLSStream.
+module is imported, ``trio.SSLListener`` looks the name up there on every accept, and
+``trio.open_ssl_over_tcp_stream`` uses ``trio.SSLStream``: setting both here, before collection,
+makes every stream those tests build a TLSStream.
 
 The tests that check what TLSStream does differently on purpose are expected to fail (strict:
 if one starts to pass, the table is out of date).
@@ -17,6 +18,7 @@ import trio._ssl
 import trio_tlsattach
 
 trio._ssl.SSLStream = trio_tlsattach.TLSStream  # type: ignore[misc, assignment]
+trio.SSLStream = trio_tlsattach.TLSStream  # type: ignore[misc, assignment]
 
 _FORCEFUL_CLOSE = "aclose is libdill's forceful hclose: it does not run a handshake not yet done"
 _NONE_BEFORE_HANDSHAKE = "before the handshake the accessors return None, not NeedHandshakeError"

@@ -1,6 +1,8 @@
-"""Helpers shared by the TLS tests that put hand-made ciphertext on the wire."""
+"""Helpers shared by the TLS tests: hand-made ciphertext, and reading an exact amount."""
 
 from __future__ import annotations
+
+import trio
 
 import trio_tlsattach as ta
 
@@ -11,4 +13,14 @@ def seal(tls: ta.TLSStream, plaintext: bytes) -> bytes:
     For tests that cut, corrupt or hold back ciphertext before handing it to the stream below.
     """
     tls._ssl.write(plaintext)
-    return tls._outgoing.read()
+    return tls._take_outgoing()  # after what it still holds back (a server's session tickets)
+
+
+async def receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
+    """``size`` bytes from ``stream``, in as many receives as it takes; fails at its end."""
+    got = bytearray()
+    while len(got) < size:
+        chunk = await stream.receive_some(size - len(got))
+        assert chunk, f"end of stream after {len(got)} of {size} bytes"
+        got += chunk
+    return bytes(got)

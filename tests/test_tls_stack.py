@@ -7,6 +7,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from _tls_helpers import receive_exactly
 
 import trio_tlsattach as ta
 from trio_tlsattach._tlswire import _SEND_BROKEN as SEND_BROKEN
@@ -34,15 +35,6 @@ async def pair(
     if version is not None:
         assert client.tls_version == server.tls_version == f"TLSv{version}"
     return client, server
-
-
-async def receive_exactly(stream: ta.ByteStream, size: int) -> bytes:
-    got = bytearray()
-    while len(got) < size:
-        chunk = await stream.receive_some(size - len(got))
-        assert chunk, f"end of stream after {len(got)} of {size} bytes"
-        got += chunk
-    return bytes(got)
 
 
 # --- STARTTLS -----------------------------------------------------------------------------------

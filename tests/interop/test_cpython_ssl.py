@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import pytest
 import trio
+from _tls_helpers import receive_exactly
 
 import trio_tlsattach as ta
 
@@ -47,15 +48,6 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
     got = b""
     while len(got) < size:
         chunk = sock.recv(size - len(got))
-        assert chunk, "end of stream"
-        got += chunk
-    return got
-
-
-async def receive_exactly(stream: ta.ByteStream, size: int) -> bytes:
-    got = b""
-    while len(got) < size:
-        chunk = await stream.receive_some(size - len(got))
         assert chunk, "end of stream"
         got += chunk
     return got

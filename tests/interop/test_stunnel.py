@@ -10,11 +10,11 @@ stream comes back whole. TLS 1.2 and 1.3 each.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
+from _tls_helpers import receive_exactly
 
 import trio_tlsattach as ta
 
@@ -25,8 +25,9 @@ pytestmark = pytest.mark.interop
 DATA = os.urandom(1024 * 1024)
 
 
-def stunnel_argv(tmp_path: Path, version: str, service: str) -> Callable[[int], list[str]]:
-    """``make_argv(port)`` for ``Tools.start_listening``: a config accepting on ``port``."""
+async def start_stunnel(tools: Tools, tmp_path: Path, version: str, service: str) -> int:
+    """stunnel with one service (``service``: its config lines) on a port picked here; the
+    port, once stunnel listens."""
     stunnel = need("stunnel")
 
     def make_argv(port: int) -> list[str]:
@@ -38,16 +39,8 @@ def stunnel_argv(tmp_path: Path, version: str, service: str) -> Callable[[int], 
         )
         return [stunnel, str(config)]
 
-    return make_argv
-
-
-async def read_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
-    got = bytearray()
-    while len(got) < size:
-        chunk = await stream.receive_some(size - len(got))
-        assert chunk, f"end of stream after {len(got)} of {size} bytes"
-        got += chunk
-    return bytes(got)
+    _, port = await tools.start_listening(make_argv, rb"Configuration successful")
+    return port
 
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
@@ -59,8 +52,7 @@ async def test_stunnel_client_to_our_server(
         f"client = yes\nconnect = 127.0.0.1:{our_port}\nCAfile = {certs.ca_path}\n"
         "verifyChain = yes\ncheckHost = localhost\nsni = localhost\n"
     )
-    make_argv = stunnel_argv(tmp_path, version, service)
-    _, port = await tools.start_listening(make_argv, rb"Configuration successful")
+    port = await start_stunnel(tools, tmp_path, version, service)
     seen: dict[str, object] = {}
 
     async def serve() -> None:
@@ -86,7 +78,7 @@ async def test_stunnel_client_to_our_server(
                     await plain.send_eof()
 
                 nursery.start_soon(send)
-                assert await read_exactly(plain, len(DATA)) == DATA
+                assert await receive_exactly(plain, len(DATA)) == DATA
     await listener.aclose()
     assert seen == {"version": f"TLSv{version}", "got": DATA, "detached": "tcp"}
 
@@ -99,8 +91,7 @@ async def test_our_client_through_stunnel_server_then_detach(
     service = (
         f"connect = 127.0.0.1:{backend_port}\ncert = {certs.cert_path}\nkey = {certs.key_path}\n"
     )
-    make_argv = stunnel_argv(tmp_path, version, service)
-    _, port = await tools.start_listening(make_argv, rb"Configuration successful")
+    port = await start_stunnel(tools, tmp_path, version, service)
 
     async def echo() -> None:
         async with await backend.accept() as stream:
@@ -114,7 +105,7 @@ async def test_our_client_through_stunnel_server_then_detach(
             tls = await ta.TLSClientLayer(certs.ca, server_hostname="localhost").attach(raw)
             assert tls.tls_version == f"TLSv{version}"
             nursery.start_soon(tls.send_all, DATA)
-            assert await read_exactly(tls, len(DATA)) == DATA
+            assert await receive_exactly(tls, len(DATA)) == DATA
             tcp = await tls.detach(ta.after(TOOL_TIMEOUT))  # stunnel answers close_notify
             assert bytes(tcp._pushback) == b""
             await tcp.aclose()

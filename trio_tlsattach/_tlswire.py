@@ -168,12 +168,9 @@ class TLSWire(AttachedMixin, ByteStream):
                 self._recv_error = (ConnectionBroken, "a receive was interrupted mid-record")
                 self._set(_RECV_BROKEN)
             raise
-        except StackError as exc:
-            self._recv_error = (ConnectionBroken, f"the stream below failed: {exc.strerror}")
-            self._set(_RECV_BROKEN)
-            raise
-        except Exception as exc:  # a foreign stream's own error: where it left off is unknown
-            self._recv_error = (ConnectionBroken, f"the stream below failed: {exc!r}")
+        except Exception as exc:  # ours, or a foreign stream's own: where it stopped is unknown
+            reason = exc.strerror if isinstance(exc, StackError) else repr(exc)
+            self._recv_error = (ConnectionBroken, f"the stream below failed: {reason}")
             self._set(_RECV_BROKEN)
             raise
         return bool(got)

@@ -15,6 +15,7 @@ import trustme
 from _tls_helpers import seal
 
 import trio_tlsattach as ta
+from trio_tlsattach._tlswire import SCRATCH_SIZE
 from trio_tlsattach.testing import tls_pair
 
 
@@ -142,3 +143,53 @@ async def test_timeout_after_whole_records_keeps_receiving(
             await server.receive_some(10, ta.after(1))
         await client.send_all(b"three")
         assert await server.receive_some(10) == b"three"
+
+
+async def test_reads_that_fill_the_scratch_buffer_with_records_of_every_length(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """Everything is sent before the receiver starts, so the stream below hands over full
+    64 KiB reads (``_feed``'s unsliced path) in which records of many lengths are cut."""
+    full_reads = 0
+
+    class Counting(Trickle):
+        async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+            nonlocal full_reads
+            data = await super().receive_some(max_bytes)
+            full_reads += len(data) == SCRATCH_SIZE
+            return data
+
+    a, b = trio.testing.memory_stream_pair()
+    client, server = await tls_pair(a, Counting(b, SCRATCH_SIZE), tls_ca, tls_server_cert)
+    rnd = random.Random(5)
+    writes = [rnd.randbytes(rnd.randint(1, 17_000)) for _ in range(150)]
+    async with client, server:
+        for block in writes:
+            await client.send_all(block)
+        expected = b"".join(writes)
+        got = bytearray()
+        while len(got) < len(expected):
+            buf = bytearray(rnd.randint(1, 70_000))
+            got += buf[: await server.receive_into(buf)]
+        assert got == expected
+    assert full_reads >= len(expected) // SCRATCH_SIZE - 1
+
+
+@pytest.mark.parametrize("cut", [1, 2, 4, 5, 70_000])
+async def test_header_longer_than_tls_allows_fails_at_once(
+    cut: int,
+    autojump_clock: trio.testing.MockClock,
+    tls_ca: trustme.CA,
+    tls_server_cert: trustme.LeafCert,
+) -> None:
+    """A record header claiming 65535 bytes is OpenSSL's error to report now (record_overflow),
+    not a reason to wait for bytes a broken peer will never send: at every cut of the header."""
+    a, b = trio.testing.memory_stream_pair()
+    client, server = await tls_pair(a, Trickle(b, cut), tls_ca, tls_server_cert)
+    async with client, server:
+        await client.send_all(b"before")
+        assert await server.receive_some(100) == b"before"
+        await a.send_all(b"\x17\x03\x03\xff\xff" + b"x" * 100)
+        with pytest.raises(ta.TLSError) as info:
+            await server.receive_some(100, ta.after(10))
+        assert info.value.errno == errno.EPROTO

@@ -14,7 +14,8 @@ and owns everything that moves ciphertext:
 * **Counting whole records** (``_feed``). TLS records are a 5-byte header (type, version,
   16-bit length) then the body. Hopping from header to header as ciphertext arrives tells,
   without asking OpenSSL (whose "no" is an exception), how many whole records a read can take,
-  and whether a receive that times out stands in the middle of one (which breaks receiving).
+  and whether a receive that times out stands in the middle of one (which breaks receiving). A
+  header with a length TLS does not allow goes to OpenSSL at once, which fails it.
 * **Writing** (``_flush``). Whoever makes ciphertext sends *everything* pending in OpenSSL's
   output, with one non-blocking send and no lock when nobody is part-way through a send; a
   remainder that has to wait is sent under ``_wire_lock``, so records leave in the order
@@ -59,6 +60,7 @@ the connection: a bound here keeps a connection that once moved bulk data cheap 
 a larger read means fewer wake-ups, calls and allocations per MB. Measured (benchmarks/README):
 128 KiB cost 100 KB more per idle pair after bulk traffic than trio.SSLStream, 48 KiB cost
 40 % more allocations per MB than 64 KiB."""
+_FULL_LIMIT: Final = SCRATCH_SIZE - 4  # where the header walk of a full read stops
 
 # Scratch buffers lent for one synchronous step. A list, not one buffer: TLS in TLS nests these
 # steps, and threads each running Trio share the list (pop and append are atomic). Its length
@@ -74,8 +76,29 @@ def _new_scratch() -> _Scratch:
     return view, view[3:], view[4:]
 
 
-_HOP: Final = tuple((high << 8) + 5 for high in range(256))
-"""Indexed by a record header's byte 3: the header's length plus the high byte of the body's."""
+_LONGEST_RECORD_HIGH: Final = 0x48
+"""The high byte of the longest record length TLS allows (2^14 + 2048, TLS 1.2's ciphertext)."""
+
+_ASK_OPENSSL_NOW: Final = (5,) * 256
+"""The hop row for a length above TLS's limit: the header alone counts as a whole record, so
+that OpenSSL reads it at once and fails with record_overflow, instead of the receive waiting for
+up to 64 KiB that a broken or hostile peer may never send."""
+
+
+class _HopRows(dict[int, tuple[int, ...]]):
+    """``rows[byte3][byte4]``: how far the next record header is from one whose length bytes
+    are byte3 and byte4 (5 + length), as int objects made once, so that a hop allocates only the
+    new position. A row is made when first needed (bulk data needs one: 0x40), at most 73 rows
+    of 256 ints, about 750 KB, for the process."""
+
+    def __missing__(self, high: int) -> tuple[int, ...]:
+        if high > _LONGEST_RECORD_HIGH:
+            return _ASK_OPENSSL_NOW
+        row = self[high] = tuple((high << 8) + low + 5 for low in range(256))
+        return row
+
+
+_HOPS: Final = _HopRows()
 
 
 class TLSWire(AttachedMixin, ByteStream):
@@ -228,11 +251,12 @@ class TLSWire(AttachedMixin, ByteStream):
         TLS records are a 5-byte header (type, version, 16-bit length) then the body. Hopping
         from header to header tells, without asking OpenSSL (whose "no" is an exception), how
         many whole records a read can take, and whether we stand mid-record. This runs once per
-        record received, so each hop is one line that allocates two ints: ``_HOP`` holds byte 3
-        of a header already shifted and plus 5, and ``d3``/``d4`` are ``scratch`` from byte 3
-        and byte 4, so that ``d3[pos]`` is the header's byte 3 without computing ``pos + 3``.
+        record received, so each hop is one line that allocates one int, the new position:
+        ``_HOPS`` holds the distances as ints made once, and ``d3``/``d4`` are ``scratch`` from
+        byte 3 and byte 4, so that ``d3[pos]`` is the header's byte 3 without computing
+        ``pos + 3``. A full read (the common case in bulk) slices nothing.
         """
-        data = scratch[:count]
+        data = scratch if count == SCRATCH_SIZE else scratch[:count]
         self._incoming.write(data)
         pos = self._skip
         if self._split_header:  # a header cut by the previous read: join it first
@@ -242,16 +266,16 @@ class TLSWire(AttachedMixin, ByteStream):
                 self._split_header = have
                 return
             self._split_header = b""
-            pos = need + ((have[3] << 8) | have[4])  # where that record ends in this read
+            pos = need - 5 + _HOPS[have[3]][have[4]]  # where that record ends in this read
         if pos > count:  # still inside the record begun earlier
             self._skip = pos - count
             return
         whole = 1 if pos else 0  # the record begun earlier ends in this read
-        limit = count - 4
+        limit = _FULL_LIMIT if count == SCRATCH_SIZE else count - 4
         if pos < limit:
-            hop = _HOP
+            hops = _HOPS
             while pos < limit:
-                pos = pos + hop[d3[pos]] + d4[pos]
+                pos += hops[d3[pos]][d4[pos]]
                 whole += 1
         if pos > count:
             whole -= 1

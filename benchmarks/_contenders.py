@@ -206,11 +206,15 @@ async def trio_connect(address: Address) -> trio.abc.Stream:
     return await trio.open_tcp_stream(*address)
 
 
-async def _trio_send(name: str, address: Address, total: int, size: int) -> None:
+async def _trio_send(
+    name: str, address: Address, total: int, size: int, report: Callable[[float], None]
+) -> None:
     tls = await TRIO_CONTENDERS[name]().client(await trio_connect(address))
     data = b"x" * size
+    cpu = time.process_time()
     for _ in range(total // size):
         await tls.send_all(data)
+    report(time.process_time() - cpu)
     # Close only once the receiver has closed: closing a socket with unread bytes (the
     # server's session tickets) sends a RST, which can destroy data still in flight.
     with trio.move_on_after(LIMIT):
@@ -222,7 +226,13 @@ async def _trio_send(name: str, address: Address, total: int, size: int) -> None
         await tls.aclose()
 
 
-async def _asyncio_send(address: Address, total: int, size: int) -> None:
+def _ignore(cpu_seconds: float) -> None:
+    pass
+
+
+async def _asyncio_send(
+    address: Address, total: int, size: int, report: Callable[[float], None] = _ignore
+) -> None:
     _, client_ctx, _ = contexts()
     if isinstance(address, str):
         reader, writer = await asyncio.open_unix_connection(
@@ -233,9 +243,11 @@ async def _asyncio_send(address: Address, total: int, size: int) -> None:
             *address, ssl=client_ctx, server_hostname="localhost"
         )
     data = b"x" * size
+    cpu = time.process_time()
     for _ in range(total // size):
         writer.write(data)
         await writer.drain()
+    report(time.process_time() - cpu)
     with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
         while await asyncio.wait_for(reader.read(65536), LIMIT):  # until the receiver closes
             pass
@@ -243,20 +255,48 @@ async def _asyncio_send(address: Address, total: int, size: int) -> None:
         await asyncio.wait_for(writer.wait_closed(), 5)
 
 
-def sender_main(name: str, address: Address, total: int, size: int) -> None:
-    """A child process's life: connect, handshake, send ``total`` bytes, close."""
+def sender_main(name: str, address: Address, total: int, size: int, cpu_to: Any) -> None:
+    """A child process's life: connect, handshake, send ``total`` bytes, report the CPU seconds
+    the sending took through ``cpu_to`` (a pipe's end), close."""
     if name in ("asyncio", "uvloop"):
-        run_asyncio(name, _asyncio_send(address, total, size))
+        run_asyncio(name, _asyncio_send(address, total, size, cpu_to.send))
     else:
-        trio.run(_trio_send, name, address, total, size)
+        trio.run(_trio_send, name, address, total, size, cpu_to.send)
 
 
-def start_sender(name: str, address: Address, total: int, size: int) -> Any:
-    child = multiprocessing.get_context("spawn").Process(
-        target=sender_main, args=(name, address, total, size), daemon=True
-    )
-    child.start()
-    return child
+class Sender:
+    """A ``spawn``ed child sending ``total`` bytes to ``address`` with contender ``name``."""
+
+    def __init__(self, name: str, address: Address, total: int, size: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._cpu, cpu_to = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=sender_main, args=(name, address, total, size, cpu_to), daemon=True
+        )
+        self.process.start()
+        cpu_to.close()  # the child has its own copy
+
+    def join(self, timeout: float) -> None:
+        self.process.join(timeout)
+
+    def cpu_seconds(self) -> float:
+        """The CPU time of the child's send loop (NaN if it did not finish), after ``join``."""
+        return float(self._cpu.recv()) if self._cpu.poll() else float("nan")
+
+
+class CpuClock:
+    """``with clock:`` adds the CPU seconds this process spends in the block to ``seconds``.
+    The interface of the allocation counter, so the receive loops take either."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __enter__(self) -> CpuClock:
+        self._start = time.process_time()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.seconds += time.process_time() - self._start
 
 
 # --- asyncio / uvloop ---------------------------------------------------------------------------
@@ -320,20 +360,21 @@ async def asyncio_bulk(total: int, size: int, unix_path: str | None = None) -> f
 
 async def asyncio_receive_from_child(
     name: str, total: int, size: int, unix_path: str | None, counter: Any = None
-) -> float:
-    """Seconds for an asyncio receiver to take ``total`` bytes from a sender in a child."""
+) -> tuple[float, float]:
+    """Seconds for an asyncio receiver to take ``total`` bytes from a sender in a child, and
+    the CPU seconds of the child's sending."""
     total = total // size * size
     loop = asyncio.get_running_loop()
     done: asyncio.Future[float] = loop.create_future()
     server, address, sinks = await _asyncio_server(total, done, counter, unix_path)
-    child = start_sender(name, address, total, size)
+    child = Sender(name, address, total, size)
     try:
         elapsed = await asyncio.wait_for(done, LIMIT)
         sinks[0].transport.close()  # type: ignore[union-attr]
     finally:
         server.close()
         await loop.run_in_executor(None, child.join, 30)
-    return elapsed
+    return elapsed, child.cpu_seconds()
 
 
 async def asyncio_handshakes(seconds: float) -> tuple[float, float]:

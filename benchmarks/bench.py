@@ -7,7 +7,8 @@ across runs, only ratios within one.
 
 Measures (``--only`` takes a comma-separated subset):
   bulk      one-way throughput, sender and receiver in one process, TCP and Unix, 16K/64K/1M
-  bulk2p    one-way throughput, sender in a spawned child process, TCP and Unix, 16K/64K/1M
+  bulk2p    one-way throughput, sender in a spawned child process, TCP and Unix, 16K/64K/1M,
+            and the CPU each end spends per MB
   handshake sequential full handshakes on new TCP connections: per second, CPU us per handshake
   idle      RSS and Python memory per idle TLS 1.3 server connection (fresh child each)
   alloc     Python allocator calls per MB received (a counting allocator hook, see README)
@@ -42,6 +43,8 @@ from _contenders import (
     LIMIT,
     TRIO_CONTENDERS,
     Address,
+    CpuClock,
+    Sender,
     asyncio_bulk,
     asyncio_cipher,
     asyncio_handshakes,
@@ -49,7 +52,6 @@ from _contenders import (
     asyncio_receive_from_child,
     contexts,
     run_asyncio,
-    start_sender,
     trio_connect,
 )
 from _idle import idle_per_connection
@@ -214,10 +216,10 @@ def bench_bulk(args: argparse.Namespace) -> list[Row]:
 
 async def _receive_from_child(
     name: str, total: int, size: int, unix: bool, counter: Any = None
-) -> float:
+) -> tuple[float, float]:
     contender = TRIO_CONTENDERS[name]()
     listener, address = await _listen(_unix_path() if unix else None)
-    child = start_sender(name, address, total, size)
+    child = Sender(name, address, total, size)
     try:
         with trio.fail_after(LIMIT):
             tls = await contender.server(await listener.accept())
@@ -232,11 +234,14 @@ async def _receive_from_child(
     finally:
         await listener.aclose()
         await trio.to_thread.run_sync(child.join, 30)
-    return elapsed
+    return elapsed, child.cpu_seconds()
 
 
-def _receive_2p(name: str, total: int, size: int, unix: bool, counter: Any = None) -> float:
-    """Seconds to receive ``total`` bytes from a sender child, for any contender."""
+def _receive_2p(
+    name: str, total: int, size: int, unix: bool, counter: Any = None
+) -> tuple[float, float]:
+    """Seconds to receive ``total`` bytes from a sender child, for any contender, and the CPU
+    seconds the child spent sending them."""
     if name in TRIO_CONTENDERS:
         return trio.run(_receive_from_child, name, total, size, unix, counter)
     path = _unix_path() if unix else None
@@ -244,6 +249,8 @@ def _receive_2p(name: str, total: int, size: int, unix: bool, counter: Any = Non
 
 
 def bench_bulk2p(args: argparse.Namespace) -> list[Row]:
+    """Throughput, and what each end costs: with both processes busy, the slower end sets the
+    pace, so the CPU rows show which end limits a contender (benchmarks/README)."""
     rows = []
     total = 64 * MB if args.quick else 256 * MB
     sizes = [64 * KiB] if args.quick else [16 * KiB, 64 * KiB, 1024 * KiB]
@@ -251,13 +258,23 @@ def bench_bulk2p(args: argparse.Namespace) -> list[Row]:
     for unix in (False, True):
         for size in sizes:
 
-            def measure(name: str, size: int = size, unix: bool = unix) -> float:
-                return total // size * size / _receive_2p(name, total, size, unix) / MB
+            def measure(name: str, size: int = size, unix: bool = unix) -> tuple[float, ...]:
+                moved = total // size * size / MB
+                receiving = CpuClock()
+                seconds, sending = _receive_2p(name, total, size, unix, receiving)
+                return moved / seconds, receiving.seconds * 1e6 / moved, sending * 1e6 / moved
 
             samples = _interleave(args.rounds, names, measure)
-            medians = _medians(samples)
             label = f"bulk sender in 2nd process {'unix' if unix else 'tcp'} {size // KiB} KiB"
-            rows.append(_row(label, medians, "MB/s", 2.0, samples=samples))
+            for i, (what, unit, target) in enumerate([
+                (label, "MB/s", 2.0),
+                ("  CPU us per MB, receiving end (info)", "us", None),
+                ("  CPU us per MB, sending end (info)", "us", None),
+            ]):  # fmt: skip
+                part = {k: [v[i] if isinstance(v, tuple) else NAN for v in vs]
+                        for k, vs in samples.items()}  # fmt: skip
+                rows.append(_row(what, _medians(part), unit, target, lower_is_better=i > 0,
+                                 samples=part))  # fmt: skip
     return rows
 
 

@@ -7,8 +7,9 @@
 //                                       close_notify), print the server's answer until its end
 //   client PORT CA_PEM VERSION detach   TLS over a plain socket that stays open: one echoed
 //                                       line, close_notify, then one plaintext line and its answer
-//   server P12 PASSWORD VERSION         listen on 127.0.0.1, port 0; print "LISTENING port";
-//                                       echo one client's bytes prefixed once by "echo:"
+//   server P12 PASSWORD VERSION [N]     listen on 127.0.0.1, port 0; print "LISTENING port";
+//                                       for N clients (default 1), one after the other: echo
+//                                       its bytes, prefixed once by "echo:"
 //
 // VERSION is TLSv1.2 or TLSv1.3. Lines printed: what came back, then "DONE".
 
@@ -23,7 +24,7 @@ import javax.net.ssl.*;
 public class TlsPeer {
     public static void main(String[] args) throws Exception {
         if (args[0].equals("server")) {
-            server(args[1], args[2], args[3]);
+            server(args[1], args[2], args[3], args.length > 4 ? Integer.parseInt(args[4]) : 1);
         } else {
             client(Integer.parseInt(args[1]), args[2], args[3], args[4], args);
         }
@@ -53,9 +54,11 @@ public class TlsPeer {
         tls.setEnabledProtocols(new String[] {version});
         SSLParameters params = tls.getSSLParameters();
         params.setEndpointIdentificationAlgorithm("HTTPS"); // the name must match: localhost
+        params.setApplicationProtocols(new String[] {"http/1.1"});
         tls.setSSLParameters(params);
         tls.startHandshake();
         System.out.println("PROTOCOL " + tls.getSession().getProtocol());
+        System.out.println("ALPN " + tls.getApplicationProtocol());
         OutputStream out = tls.getOutputStream();
         if (mode.equals("echo")) {
             String line = new BufferedReader(new InputStreamReader(System.in)).readLine();
@@ -91,7 +94,8 @@ public class TlsPeer {
         System.out.println("DONE");
     }
 
-    static void server(String p12, String password, String version) throws Exception {
+    static void server(String p12, String password, String version, int clients)
+            throws Exception {
         KeyStore keys = KeyStore.getInstance("PKCS12");
         try (InputStream in = new FileInputStream(p12)) {
             keys.load(in, password.toCharArray());
@@ -104,17 +108,19 @@ public class TlsPeer {
                 .createServerSocket(0, 1, InetAddress.getLoopbackAddress());
         listener.setEnabledProtocols(new String[] {version});
         System.out.println("LISTENING " + listener.getLocalPort());
-        try (SSLSocket tls = (SSLSocket) listener.accept()) {
-            InputStream in = tls.getInputStream();
-            OutputStream out = tls.getOutputStream();
-            out.write("echo:".getBytes(StandardCharsets.UTF_8));
-            byte[] buffer = new byte[65536];
-            int n;
-            while ((n = in.read(buffer)) > 0) {
-                out.write(buffer, 0, n);
-                out.flush();
+        for (int i = 0; i < clients; i++) {
+            try (SSLSocket tls = (SSLSocket) listener.accept()) {
+                InputStream in = tls.getInputStream();
+                OutputStream out = tls.getOutputStream();
+                out.write("echo:".getBytes(StandardCharsets.UTF_8));
+                byte[] buffer = new byte[65536];
+                int n;
+                while ((n = in.read(buffer)) > 0) {
+                    out.write(buffer, 0, n);
+                    out.flush();
+                }
+                System.out.println("PROTOCOL " + tls.getSession().getProtocol());
             }
-            System.out.println("PROTOCOL " + tls.getSession().getProtocol());
         }
         System.out.println("DONE");
     }

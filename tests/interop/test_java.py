@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from _tls_helpers import receive_exactly
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -96,10 +97,16 @@ def client_argv(
 
 
 async def java_server(
-    tools: Tools, p12: Path, version: str, key_limits: Path | None = None, debug: bool = False
+    tools: Tools,
+    p12: Path,
+    version: str,
+    clients: int = 1,
+    key_limits: Path | None = None,
+    debug: bool = False,
 ) -> tuple[Tool, int]:
-    """TlsPeer.java as an echo server on a port of its choosing; the tool and the port."""
-    args = ("server", str(p12), P12_PASSWORD, f"TLSv{version}")
+    """TlsPeer.java as an echo server for ``clients`` clients in turn, on a port of its
+    choosing; the tool and the port."""
+    args = ("server", str(p12), P12_PASSWORD, f"TLSv{version}", str(clients))
     tool = await tools.start(java(*args, key_limits=key_limits, debug=debug))
     match = await tool.expect(rb"LISTENING (\d+)\n")
     assert match is not None, tool.text()
@@ -128,8 +135,13 @@ async def test_java_client_to_our_server(version: str, certs: Certs, tools: Tool
         answer=rb"GOT echo:hello java\\n\nDONE",
     )  # fmt: skip
     assert code == 0, tool.text()
-    assert seen == {"version": f"TLSv{version}", "alpn": None, "sni": None, "got": b"hello java\n"}
-    assert f"PROTOCOL TLSv{version}" in tool.text()
+    assert seen == {
+        "version": f"TLSv{version}",
+        "alpn": "http/1.1",  # the one JSSE offers, of our h2 and http/1.1
+        "sni": None,
+        "got": b"hello java\n",
+    }
+    assert f"PROTOCOL TLSv{version}\nALPN http/1.1\n" in tool.text()
 
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
@@ -146,6 +158,26 @@ async def test_our_client_to_java_server(
     }
     assert await tool.wait() == 0, tool.text()
     assert f"PROTOCOL TLSv{version}" in tool.text()
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+async def test_our_client_resumes_sessions_with_a_java_server(
+    version: str, certs: Certs, tools: Tools, p12: Path
+) -> None:
+    """The client layer's session cache (on by default) with JSSE's sessions: TLS 1.2 session
+    IDs, TLS 1.3 tickets (which arrive after the handshake, before the echo)."""
+    tool, port = await java_server(tools, p12, version, clients=3)
+    layer = ta.TLSClientLayer(certs.ca, server_hostname="localhost")
+    reused = []
+    with trio.fail_after(TOOL_TIMEOUT):
+        for _ in range(3):
+            tls = await layer.attach(await ta.open_tcp("127.0.0.1", port))
+            async with tls:
+                await tls.send_all(b"again\n")
+                assert await receive_exactly(tls, len(b"echo:again\n")) == b"echo:again\n"
+                reused.append(tls.session_reused)
+    assert reused == [False, True, True]
+    assert await tool.wait() == 0, tool.text()
 
 
 async def test_key_updates_and_half_close_from_a_java_client(

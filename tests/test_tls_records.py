@@ -7,15 +7,18 @@ offset, including inside the 5-byte headers, and mix record sizes.
 
 import errno
 import random
+import ssl
 
 import pytest
 import trio
 import trio.testing
 import trustme
 from _tls_helpers import seal
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import trio_tlsattach as ta
-from trio_tlsattach._tlswire import SCRATCH_SIZE
+from trio_tlsattach._tlswire import SCRATCH_SIZE, TLSWire, _new_scratch
 from trio_tlsattach.testing import tls_pair
 
 
@@ -193,3 +196,58 @@ async def test_header_longer_than_tls_allows_fails_at_once(
         with pytest.raises(ta.TLSError) as info:
             await server.receive_some(100, ta.after(10))
         assert info.value.errno == errno.EPROTO
+
+
+# --- the header walk alone, against a reference -------------------------------------------------
+
+
+class _Walker(TLSWire):
+    """TLSWire's record walk and nothing else: no stream below, no OpenSSL reads."""
+
+    _receive_into = _receive_some = _send_all = _send_eof = None  # type: ignore[assignment]
+    _wait_send_all_might_not_block = None  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._incoming = ssl.MemoryBIO()
+
+
+def _reference_ends(lengths: list[int]) -> list[int]:
+    """Where each record ends in the stream: 5 + length, or 5 for a length TLS does not allow
+    (the walk hands such a header to OpenSSL at once, and the next header is read after it)."""
+    ends, pos = [], 0
+    for length in lengths:
+        pos += 5 + (length if length >> 8 <= 0x48 else 0)
+        ends.append(pos)
+    return ends
+
+
+_LENGTHS = st.one_of(
+    st.integers(0, 300),
+    st.sampled_from([16_384, 16_401, 16_406, 0x48FF, 0x4900, 0xFFFF]),
+    st.integers(0, 0xFFFF),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lengths=st.lists(_LENGTHS, min_size=1, max_size=12), data=st.data())
+def test_header_walk_counts_whole_records_at_any_cut(
+    lengths: list[int], data: st.DataObject
+) -> None:
+    """Any record lengths, legal or not, cut into reads of any size up to a full scratch buffer
+    (whose unsliced path is taken at exactly 64 KiB): after every read the walk's count of whole
+    records and its mid-record flag are what a plain parse of the same bytes says."""
+    stream = bytearray()
+    for length, end in zip(lengths, _reference_ends(lengths), strict=True):
+        header = bytes([0x17, 3, 3, length >> 8, length & 0xFF])
+        stream += header + b"\xee" * (end - len(stream) - 5)
+    walker, scratch = _Walker(), _new_scratch()
+    ends, fed = _reference_ends(lengths), 0
+    while fed < len(stream):
+        count = data.draw(st.sampled_from([SCRATCH_SIZE, 1, 4, 5]) | st.integers(1, SCRATCH_SIZE))
+        count = min(count, len(stream) - fed)
+        scratch[0][:count] = stream[fed : fed + count]
+        walker._feed(count, *scratch)
+        fed += count
+        assert walker._records == sum(end <= fed for end in ends)
+        assert walker._mid_record() == (fed not in ends)

@@ -204,8 +204,9 @@ async def test_header_longer_than_tls_allows_fails_at_once(
 class _Walker(TLSWire):
     """TLSWire's record walk and nothing else: no stream below, no OpenSSL reads."""
 
+    # The stream's own methods are never called here.
     _receive_into = _receive_some = _send_all = _send_eof = None  # type: ignore[assignment]
-    _wait_send_all_might_not_block = None  # type: ignore[assignment]
+    _wait_send_all_might_not_block = _detach_protocol = label = None  # type: ignore[assignment]
 
     def __init__(self) -> None:
         super().__init__()

@@ -77,24 +77,22 @@ def _new_scratch() -> _Scratch:
 
 
 _LONGEST_RECORD_HIGH: Final = 0x48
-"""The high byte of the longest record length TLS allows (2^14 + 2048, TLS 1.2's ciphertext)."""
-
-_ASK_OPENSSL_NOW: Final = (5,) * 256
-"""The hop row for a length above TLS's limit: the header alone counts as a whole record, so
-that OpenSSL reads it at once and fails with record_overflow, instead of the receive waiting for
-up to 64 KiB that a broken or hostile peer may never send."""
+"""The high byte of the longest record length TLS allows (2^14 + 2048, TLS 1.2's ciphertext).
+A record whose header says more counts as whole as soon as its header is in (see ``_feed``), so
+that OpenSSL sees it at once and fails it with record_overflow, instead of the receive waiting
+for up to 64 KiB that a broken or hostile peer may never send."""
 
 
 class _HopRows(dict[int, tuple[int, ...]]):
     """``rows[byte3][byte4]``: how far the next record header is from one whose length bytes
     are byte3 and byte4 (5 + length), as int objects made once, so that a hop allocates only the
-    new position. A row is made when first needed (bulk data needs one: 0x40), at most 73 rows
-    of 256 ints, about 750 KB, for the process."""
+    new position. A row is made when first needed (bulk data needs one: 0x40) and kept for the
+    lengths TLS allows, at most 73 rows of 256 ints, about 750 KB, for the process."""
 
     def __missing__(self, high: int) -> tuple[int, ...]:
-        if high > _LONGEST_RECORD_HIGH:
-            return _ASK_OPENSSL_NOW
-        row = self[high] = tuple((high << 8) + low + 5 for low in range(256))
+        row = tuple((high << 8) + low + 5 for low in range(256))
+        if high <= _LONGEST_RECORD_HIGH:
+            self[high] = row
         return row
 
 
@@ -267,18 +265,23 @@ class TLSWire(AttachedMixin, ByteStream):
                 return
             self._split_header = b""
             pos = need - 5 + _HOPS[have[3]][have[4]]  # where that record ends in this read
+            if pos > count and have[3] > _LONGEST_RECORD_HIGH:
+                self._records += 1  # too long for TLS: OpenSSL's to refuse now
         if pos > count:  # still inside the record begun earlier
             self._skip = pos - count
             return
         whole = 1 if pos else 0  # the record begun earlier ends in this read
         limit = _FULL_LIMIT if count == SCRATCH_SIZE else count - 4
+        header = 0  # where the last header seen starts
         if pos < limit:
             hops = _HOPS
             while pos < limit:
+                header = pos
                 pos += hops[d3[pos]][d4[pos]]
                 whole += 1
-        if pos > count:
-            whole -= 1
+        if pos > count:  # the last record is not all in, unless too long for TLS (see above)
+            if d3[header] <= _LONGEST_RECORD_HIGH:
+                whole -= 1
             self._skip = pos - count
         else:
             self._skip = 0

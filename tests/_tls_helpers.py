@@ -1,4 +1,4 @@
-"""Helpers shared by the TLS tests: hand-made ciphertext, and reading an exact amount."""
+"""Helpers shared by the TLS tests: hand-made ciphertext, and reading an exact amount or a line."""
 
 from __future__ import annotations
 
@@ -24,3 +24,14 @@ async def receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
         assert chunk, f"end of stream after {len(got)} of {size} bytes"
         got += chunk
     return bytes(got)
+
+
+async def receive_line(stream: trio.abc.ReceiveStream) -> bytes:
+    """One line, ``\n`` included, read a byte at a time so that nothing after it is taken;
+    fails at the stream's end."""
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = await stream.receive_some(1)
+        assert byte, f"end of stream after {line!r}"
+        line += byte
+    return line

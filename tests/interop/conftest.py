@@ -23,6 +23,7 @@ from typing import Final
 import pytest
 import trio
 import trustme
+from _tls_helpers import receive_line
 
 import trio_tlsattach as ta
 
@@ -99,10 +100,7 @@ async def echo_one_line(
     )
     async with tls:
         seen.update(version=tls.tls_version, alpn=tls.alpn, sni=tls.server_hostname)
-        line = b""
-        while not line.endswith(b"\n"):
-            line += await tls.receive_some()
-        seen["got"] = line
+        line = seen["got"] = await receive_line(tls)
         await tls.send_all(b"echo:" + line)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from _tls_helpers import receive_exactly
+from _tls_helpers import receive_exactly, receive_line
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -116,16 +116,6 @@ async def java_server(
 def pattern(start: int, count: int) -> bytes:
     """The bytes TlsPeer.java's bulk mode sends from offset ``start``: ``i % 251``."""
     return bytes((start + i) % 251 for i in range(count))
-
-
-async def receive_line(stream: ta.ByteStream) -> bytes:
-    """One line, read a byte at a time so that nothing after it is taken."""
-    line = b""
-    while not line.endswith(b"\n"):
-        byte = await stream.receive_some(1)
-        assert byte, f"end of stream after {line!r}"
-        line += byte
-    return line
 
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])

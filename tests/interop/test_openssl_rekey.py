@@ -16,6 +16,7 @@ import subprocess
 
 import pytest
 import trio
+from _tls_helpers import receive_line
 
 import trio_tlsattach as ta
 
@@ -125,11 +126,7 @@ async def test_s_server_rekeys_our_client(
                 # The server speaks first, so our client reads the command's records before
                 # it writes: a KeyUpdate is answered before our next application data.
                 await type_line(tool, b"to our client " + round_)
-                got = b""
-                while not got.endswith(b"\n"):
-                    chunk = await tls.receive_some()  # also runs the handshake messages
-                    assert chunk, got
-                    got += chunk
+                got = await receive_line(tls)  # also runs the handshake messages
                 assert got == b"to our client " + round_ + b"\n"
                 await tls.send_all(b"from our client " + round_ + b"\n")
                 assert await tool.expect(rb"from our client " + round_), tool.text()

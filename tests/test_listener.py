@@ -19,6 +19,7 @@ import trio.testing
 import trustme
 
 import trio_tlsattach as ta
+from trio_tlsattach._listener import REFUSAL_DRAIN
 
 
 def fd_count() -> int:
@@ -213,8 +214,8 @@ async def test_pool_bounds_live_connections(
         layer_c = ta.TLSClientLayer(tls_ca, server_hostname="localhost")
         streams = [await layer_c.attach(h, ta.after(30)) for h in held]
         assert pool.available == 0
-        with pytest.raises(trio.BrokenResourceError):
-            await client(port, tls_ca)  # refused: closed before any handshake
+        with pytest.raises(ta.TLSError, match="INTERNAL_ERROR"):
+            await client(port, tls_ca)  # refused: an alert and a FIN, not a reset
         assert [type(e) for e in errors] == [ta.OutOfStateBlocks]
         release.set()
         for tls in streams:
@@ -226,6 +227,41 @@ async def test_pool_bounds_live_connections(
         assert await client(port, tls_ca) == b"hello"
         nursery.cancel_scope.cancel()
     assert pool.available == 2
+
+
+async def test_a_refused_client_gets_an_alert_and_a_fin_not_a_reset(
+    autojump_clock: trio.testing.MockClock, tls_server_cert: trustme.LeafCert
+) -> None:
+    """A refusal reads what the client sent (its ClientHello) so the close sends no RST; a
+    client that never closes its end is cut after REFUSAL_DRAIN."""
+    raw, port = await tcp_listener()
+    listener = ta.TLSListener(raw, ta.TLSServerLayer(tls_server_cert), pool=ta.StateBlockPool(1))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(listener.serve, reply_once)
+        holder = await ta.open_tcp("127.0.0.1", port)  # takes the one block, says nothing
+        await trio.testing.wait_all_tasks_blocked()
+        for client_closes in (True, False):
+            sock = trio.socket.socket()
+            await sock.connect(("127.0.0.1", port))
+            await sock.send(b"\x16\x03\x01" + bytes(5000))  # left unread, this would be a RST
+            received = b""
+            while chunk := await sock.recv(100):  # a reset raises ConnectionResetError
+                received += chunk
+            assert received == bytes([21, 3, 3, 0, 2, 2, 80])  # fatal internal_error, then FIN
+            await trio.testing.wait_all_tasks_blocked()
+            fds = fd_count()
+            if client_closes:
+                sock.close()
+                await trio.testing.wait_all_tasks_blocked()
+                assert fd_count() == fds - 2  # ours, and the server's end at once
+                continue
+            await trio.sleep(REFUSAL_DRAIN - 0.1)
+            assert fd_count() == fds  # the server still waits for our FIN
+            await trio.sleep(0.2)
+            assert fd_count() == fds - 1  # then gives up on us
+            sock.close()
+        await holder.aclose()
+        nursery.cancel_scope.cancel()
 
 
 async def test_out_of_file_descriptors_is_waited_out(

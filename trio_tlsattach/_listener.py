@@ -10,9 +10,17 @@ closed, and the listener carries on. Nothing a client does ends ``serve``.
 
 Admission control: with a :class:`StateBlockPool` (the listener's ``pool=``, or the layer's), a
 state block is taken *before* the handshake and handed to the connection as its ``mem``; when
-the pool is empty the raw connection is closed at once and :class:`OutOfStateBlocks` goes to
-``on_error`` ("refused: pool exhausted"). The block comes back when the TLS stream is closed or
-detached, so live connections and their memory stay bounded by the pool's size.
+the pool is empty the connection is refused and :class:`OutOfStateBlocks` goes to ``on_error``
+("refused: pool exhausted"). The block comes back when the TLS stream is closed or detached, so
+live connections and their memory stay bounded by the pool's size.
+
+A refusal is a clean close, not a reset: closing a socket whose ClientHello sits unread in the
+kernel makes the kernel answer with RST, and a crowd turned away that way is a reset storm that
+clients report as a network fault. So a refused connection gets a fatal ``internal_error``
+alert (RFC 8446 6.2: "such as a memory allocation failure"; the client's TLS library reports
+it as such), our FIN, and its own bytes read and dropped until its FIN, for at most
+``REFUSAL_DRAIN`` seconds; only then is the socket closed. No state block and no TLS object is
+spent on it.
 
 Running out of file descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM from ``accept``) is not the
 client's fault either: like ``trio.serve_listeners``, the listener logs it, waits 100 ms and
@@ -37,6 +45,7 @@ Three ways to use it, from most to least common:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 from collections.abc import Awaitable, Callable
@@ -66,6 +75,12 @@ Handler = Callable[[TLSStream], Awaitable[object]]
 _CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _CAPACITY_SLEEP: Final = 0.1
 
+# A plaintext TLS record (legacy version 1.2, as RFC 8446 5.1 asks) with a fatal (2)
+# internal_error (80) alert: what a refused client is told before our FIN.
+_REFUSAL_ALERT: Final = bytes([21, 3, 3, 0, 2, 2, 80])
+REFUSAL_DRAIN: Final = 1.0
+"""Seconds a refused client gets to close its end before we close ours (see the module doc)."""
+
 # What a failed handshake can raise (the stream is already closed when these arrive).
 _HANDSHAKE_ERRORS: Final = (StackError, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -86,6 +101,20 @@ def log_error(exc: BaseException, peer: Any) -> None:
         log.warning("%s handshake timed out", who)
     else:
         log.warning("%s handshake failed: %s", who, exc)
+
+
+async def _refuse(stream: Any) -> None:
+    """Turn a raw connection away without a reset: alert, FIN, drain, close."""
+    # A client that reset or left first needs no politeness: its errors end the drain.
+    try:
+        with contextlib.suppress(*_HANDSHAKE_ERRORS), trio.move_on_after(REFUSAL_DRAIN):
+            await stream.send_all(_REFUSAL_ALERT)
+            await stream.send_eof()
+            more = True
+            while more:  # the client's ClientHello: read, so that close() sends no RST
+                more = bool(await stream.receive_some(4096))
+    finally:
+        await close_shielded(stream)
 
 
 def _remote(tls: TLSStream) -> Any:
@@ -163,8 +192,8 @@ class TLSListener(trio.abc.Listener[TLSStream]):
             try:
                 mem = self.pool.acquire()
             except OutOfStateBlocks as exc:
-                await close_shielded(stream)
-                self.on_error(exc, peer)
+                self.on_error(exc, peer)  # at once: the refusal may take REFUSAL_DRAIN
+                await _refuse(stream)
                 return None
         try:
             # One layer per connection: the context is shared, the block is this connection's.

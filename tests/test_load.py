@@ -1,0 +1,215 @@
+"""The listener at scale: 5,000 clients at once through one TLSListener with 2,000 state blocks.
+
+The server runs in this process (so the test can count its file descriptors, Trio tasks and
+state blocks); the crowd runs in a child process (this file run as a script), so the two use
+both cores and the client's sockets do not count against the server. The crowd stops by
+itself: every client has a deadline, and the whole crowd one more.
+
+Every admitted client holds its connection until each of the 5,000 has an answer, so exactly
+2,000 are admitted and 3,000 refused; then the admitted ones echo a kilobyte and close. A
+refusal must be the listener's clean one (a TLS ``internal_error`` alert and a FIN), never a
+reset or a hang. Afterwards no fd, task or block has leaked and RSS is back within 10 % of
+where it started (after ``gc.collect()`` and ``malloc_trim``, so that what is measured is what
+live objects hold, not what the C allocator keeps cached for the next burst).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import ctypes.util
+import gc
+import json
+import logging
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+import trustme
+
+import trio_tlsattach as ta
+from trio_tlsattach._tunnel import echo
+
+CLIENTS = 5000
+BLOCKS = 2000
+PAYLOAD = bytes(range(256)) * 4
+CROWD_DEADLINE = 75.0  # the child gives up by itself after this
+TEST_DEADLINE = 90.0
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def task_count() -> int:
+    def walk(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(walk(t) for n in task.child_nurseries for t in n.child_tasks)
+
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return walk(root)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def settled_rss() -> int:
+    """RSS once garbage is collected and the C heap has given its free pages back."""
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc is not None:
+        trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)
+        if trim is not None:
+            trim(0)
+    return rss_bytes()
+
+
+def raise_fd_limit(needed: int) -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to ``needed`` (skip when the hard limit forbids it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {needed} needed for {CLIENTS} clients")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), hard))
+    return soft, hard
+
+
+# --- the crowd (this file run as a script, in a child process) ----------------------------------
+
+
+def outcome_of(exc: BaseException) -> str:
+    """A refusal by the listener is its alert; anything else is named by class and cause."""
+    if isinstance(exc, ta.TLSError) and "INTERNAL_ERROR" in str(exc):
+        return "refused"
+    cause = exc.__cause__ or exc.__context__
+    return f"{type(exc).__name__}({type(cause).__name__ if cause else ''})"
+
+
+async def crowd(port: int, ca: str, clients: int) -> dict[str, int]:
+    """``clients`` handshakes at once; the admitted echo once all have an answer."""
+    layer = ta.TLSClientLayer(ca, server_hostname="localhost", session_cache=False)
+    outcomes: collections.Counter[str] = collections.Counter()
+    everyone = trio.Event()
+
+    def answered(what: str) -> None:
+        outcomes[what] += 1
+        if sum(outcomes.values()) == clients:
+            everyone.set()
+
+    async def one() -> None:
+        try:
+            tls = await layer.attach(await ta.open_tcp("127.0.0.1", port), ta.after(60))
+        except (ta.StackError, trio.BrokenResourceError, OSError) as exc:
+            answered(outcome_of(exc))
+            return
+        async with tls:
+            answered("admitted")
+            await everyone.wait()  # hold the state block until the whole crowd has an answer
+            await tls.send_all(PAYLOAD)
+            await tls.send_eof()
+            received = bytearray()
+            while data := await tls.receive_some():
+                received += data
+            outcomes["echoed" if received == PAYLOAD else "bad echo"] += 1
+
+    with trio.move_on_after(CROWD_DEADLINE) as scope:
+        async with trio.open_nursery() as nursery:
+            for _ in range(clients):
+                nursery.start_soon(one)
+    if scope.cancelled_caught:
+        outcomes["crowd deadline"] += 1
+    return dict(outcomes)
+
+
+# --- the test ------------------------------------------------------------------------------------
+
+
+class Wave:
+    """One crowd against the listener: its outcomes, duration and the server's peak RSS."""
+
+    def __init__(self, port: int, ca_path: Path) -> None:
+        self.command = [sys.executable, __file__, str(port), str(ca_path), str(CLIENTS)]
+        self.outcomes: dict[str, int] = {}
+        self.seconds = 0.0
+        self.peak = 0
+
+    async def run(self) -> None:
+        started = time.monotonic()
+        async with trio.open_nursery() as nursery:
+
+            async def sample() -> None:
+                while True:
+                    self.peak = max(self.peak, rss_bytes())
+                    await trio.sleep(0.05)
+
+            nursery.start_soon(sample)
+            child = await trio.run_process(self.command, capture_stdout=True, check=False)
+            nursery.cancel_scope.cancel()
+        self.seconds = time.monotonic() - started
+        assert child.returncode == 0, child
+        self.outcomes = json.loads(child.stdout)
+
+    def __str__(self) -> str:
+        return f"{self.outcomes} in {self.seconds:.1f} s, peak RSS {self.peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.slow
+async def test_5000_clients_through_2000_blocks(
+    tmp_path: Path, tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """Two identical crowds: the first finds every pymalloc arena the load needs (CPython
+    keeps an arena while one object in it lives, so a burst leaves its high-water mark in
+    RSS); the second must come back to where the first left off, and leak nothing."""
+    soft, hard = raise_fd_limit(CLIENTS + 1000)  # inherited by the crowd, which needs as many
+    ca_path = tmp_path / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(ca_path))
+    pool = ta.StateBlockPool(BLOCKS)
+    errors: collections.Counter[str] = collections.Counter()
+    raw = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    listener = ta.TLSListener(
+        raw,
+        ta.TLSServerLayer(tls_server_cert),
+        handshake_deadline=60,
+        pool=pool,
+        on_error=lambda exc, peer: errors.update([type(exc).__name__]),
+    )
+    waves = [Wave(raw.socket.getsockname()[1], ca_path) for _ in range(2)]
+    rss: list[int] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(listener.serve, echo)
+            await trio.testing.wait_all_tasks_blocked()
+            fds, tasks = fd_count(), task_count()
+            rss.append(settled_rss())
+            with trio.fail_after(TEST_DEADLINE):
+                for wave in waves:
+                    await wave.run()
+                    while pool.in_use or task_count() > tasks:  # the last closes in flight
+                        await trio.sleep(0.01)
+                    rss.append(settled_rss())
+            await trio.testing.wait_all_tasks_blocked()
+            leaked = {"fds": fd_count() - fds, "tasks": task_count() - tasks, "blocks": pool.in_use}
+            nursery.cancel_scope.cancel()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    mib = [f"{r / 2**20:.0f}" for r in rss]
+    figures = (
+        f"{CLIENTS} clients, {BLOCKS} blocks: {waves[0]}; {waves[1]}; leaked {leaked}; "
+        f"settled RSS {' -> '.join(mib)} MiB"
+    )
+    logging.getLogger("test_load").warning("%s", figures)
+    for wave in waves:
+        assert wave.outcomes == {"admitted": BLOCKS, "refused": CLIENTS - BLOCKS, "echoed": BLOCKS}
+    assert errors == {"OutOfStateBlocks": 2 * (CLIENTS - BLOCKS)}, figures
+    assert leaked == {"fds": 0, "tasks": 0, "blocks": 0}, figures
+    assert abs(rss[2] - rss[1]) <= 0.1 * rss[1], figures
+
+
+if __name__ == "__main__":  # the crowd: PORT CA_PATH CLIENTS; prints its outcomes as JSON
+    print(json.dumps(trio.run(crowd, int(sys.argv[1]), sys.argv[2], int(sys.argv[3]))))

@@ -18,6 +18,10 @@ socket or a command's stdin/stdout) and pumps our stdin and stdout through it, o
 Each connection ends with one log line on stderr: peer, TLS version, cipher, ALPN, bytes each
 way, duration and how it ended; a connection whose handshake failed gets one line too.
 SIGINT/SIGTERM stop the server cleanly: live connections are closed with a close_notify.
+A backend that does not accept within ``--connect-timeout`` and a connection where no byte
+moved for ``--idle-timeout`` end that connection (one log line each). ``--max-connections``
+raises the process's descriptor limit to fit; when the hard limit is lower, the pool is
+shrunk to what fits, with a warning (and ``serve`` refuses to start if not even one fits).
 Endpoint and address parsing, and the byte pump, are in ``_tunnel``.
 """
 
@@ -43,7 +47,7 @@ import trustme
 from ._base import StackAttribute
 from ._deadline import after
 from ._errors import StackError
-from ._listener import TLSListener
+from ._listener import TLSListener, fit_fd_limit
 from ._mem import StateBlockPool
 from ._tls import TLSStream
 from ._tlslayer import TLSClientLayer, TLSServerLayer
@@ -65,6 +69,9 @@ log = logging.getLogger("trio_tlsattach")
 
 DEFAULT_LISTEN = "127.0.0.1:8443"
 CONNECT_HANDSHAKE_TIMEOUT = 30.0
+# Descriptors one connection holds: the client's socket, and what the backend takes (a
+# socket; our stdin/stdout dup'd; a child's two pipes and its pidfd).
+FDS_PER_CONNECTION = {"echo": 1, "tcp": 2, "unix": 2, "stdio": 3, "exec": 4}
 
 
 def _endpoint(text: str) -> Endpoint:
@@ -118,8 +125,18 @@ def _parser() -> argparse.ArgumentParser:
         help="a client gets this long to finish its handshake (default 10)",
     )  # fmt: skip
     serve.add_argument(
+        "--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="a backend gets this long to accept a connection (default 10)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--idle-timeout", type=float, default=600.0, metavar="SECONDS",
+        help="end a connection when no byte moved either way for this long (default 600; "
+        "0: never)",
+    )  # fmt: skip
+    serve.add_argument(
         "--max-connections", type=int, metavar="N",
-        help="bound live connections (a state block pool); the excess is refused",
+        help="bound live connections (a state block pool); the excess is refused; "
+        "shrunk, with a warning, when the descriptor limit cannot fit N",
     )  # fmt: skip
     serve.add_argument(
         "--workers", type=int, default=1, metavar="N",
@@ -236,17 +253,27 @@ def _failure(exc: BaseException) -> str:
     return f"error: {reason or type(exc).__name__}"
 
 
-async def _tunnel(tls: TLSStream, open_far: Callable[[], Awaitable[Any]] | None) -> None:
+def _opener(args: argparse.Namespace) -> Callable[[], Awaitable[Any]] | None:
+    """How ``serve`` opens a connection's backend (None: the built-in echo)."""
+    backend: Endpoint = args.backend
+    if backend.kind == "echo":
+        return None
+    return lambda: open_endpoint(backend, after(args.connect_timeout))
+
+
+async def _tunnel(
+    tls: TLSStream, open_far: Callable[[], Awaitable[Any]] | None, idle: float | None = None
+) -> None:
     """Pump one TLS connection to its other side (echo when ``open_far`` is None); log it."""
     started = time.monotonic()
     counts = [0, 0]  # in = from the TLS peer, out = to the TLS peer
     how = "shutdown"  # what we report if we are cancelled
     try:
         if open_far is None:
-            await echo(tls, counts)
+            await echo(tls, counts, idle)
         else:
             async with wrap_stream(await open_far()) as far:
-                await pump(tls, far, counts)  # type: ignore[arg-type]
+                await pump(tls, far, counts, idle)  # type: ignore[arg-type]
         how = "clean"
     except STREAM_ERRORS as exc:
         how = _failure(exc)
@@ -296,16 +323,18 @@ async def _serve(args: argparse.Namespace, workdir: str) -> int:
         args.cert, ca_path = _self_signed(workdir)
     layer = TLSServerLayer(args.cert, args.key, alpn=args.alpn)
     backend: Endpoint = args.backend
+    open_far, idle = _opener(args), args.idle_timeout or None
     if args.listen == "-":
-        return await _serve_stdio(layer, backend, args.handshake_timeout)
+        return await _serve_stdio(layer, open_far, args.handshake_timeout, idle)
+    pool = None
+    if args.max_connections:
+        pool = StateBlockPool(_fit_connections(args.max_connections, backend))
     workers = args.workers > 1 and not args.listen.startswith("unix:")
     raw, bound = await _open_listener(args.listen, reuse_port=workers or args.reuse_port)
-    pool = StateBlockPool(args.max_connections) if args.max_connections else None
     listener = TLSListener(raw, layer, handshake_deadline=args.handshake_timeout, pool=pool)
-    open_far = None if backend.kind == "echo" else (lambda: open_endpoint(backend))
 
     async def serve() -> None:
-        await listener.serve(lambda tls: _tunnel(tls, open_far))
+        await listener.serve(lambda tls: _tunnel(tls, open_far, idle))
 
     with _unix_path_removed(bound):
         _print_banner(bound, backend, ca_path)
@@ -324,12 +353,34 @@ async def _serve(args: argparse.Namespace, workdir: str) -> int:
     return 0
 
 
-async def _serve_stdio(layer: TLSServerLayer, backend: Endpoint, handshake_timeout: float) -> int:
+def _fit_connections(wanted: int, backend: Endpoint) -> int:
+    """``--max-connections``, shrunk (with a warning) to what the descriptor limit fits."""
+    fits = fit_fd_limit(wanted, FDS_PER_CONNECTION[backend.kind])
+    if fits < 1:
+        raise SystemExit(
+            "tlsattach: the open files limit (ulimit -n) leaves no room for even one "
+            "connection; raise it or drop --max-connections"
+        )
+    if fits < wanted:
+        log.warning(
+            "--max-connections %d needs more file descriptors than the hard limit (ulimit -Hn) "
+            "allows: serving at most %d connections",
+            wanted,
+            fits,
+        )
+    return fits
+
+
+async def _serve_stdio(
+    layer: TLSServerLayer,
+    open_far: Callable[[], Awaitable[Any]] | None,
+    handshake_timeout: float,
+    idle: float | None,
+) -> int:
     """One TLS connection on stdin/stdout, as inetd, systemd (Accept=yes) or socat hand it over.
 
     Nothing but TLS may reach stdout, so there is no banner; the log line goes to stderr.
     """
-    open_far = None if backend.kind == "echo" else (lambda: open_endpoint(backend))
     with _stdio_blocking_restored():
         raw = open_pipe(os.dup(0), os.dup(1))
         try:
@@ -338,7 +389,7 @@ async def _serve_stdio(layer: TLSServerLayer, backend: Endpoint, handshake_timeo
             log.warning("- handshake failed: %s", _failure(exc))
             return 1
         async with tls:
-            await _until_signal(lambda: _tunnel(tls, open_far))
+            await _until_signal(lambda: _tunnel(tls, open_far, idle))
     return 0
 
 
@@ -349,7 +400,9 @@ async def _start_workers(args: argparse.Namespace, bound: str) -> list[trio.Proc
         command.append("--verbose" if args.verbose else "--quiet")
     command += ["serve", "--listen", bound, "--reuse-port", "--cert", args.cert,
                 "--backend", str(args.backend),
-                "--handshake-timeout", str(args.handshake_timeout)]  # fmt: skip
+                "--handshake-timeout", str(args.handshake_timeout),
+                "--connect-timeout", str(args.connect_timeout),
+                "--idle-timeout", str(args.idle_timeout)]  # fmt: skip
     if args.key:
         command += ["--key", args.key]
     if args.alpn:
@@ -444,6 +497,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--workers must be at least 1")
         if args.max_connections is not None and args.max_connections < 1:
             parser.error("--max-connections must be at least 1")
+        for option in ("handshake_timeout", "connect_timeout"):
+            if not getattr(args, option) > 0:
+                parser.error(f"--{option.replace('_', '-')} must be a positive number of seconds")
+        if not args.idle_timeout >= 0:
+            parser.error("--idle-timeout must be 0 (never) or a positive number of seconds")
         if args.listen == "-" and args.backend.kind == "stdio":
             parser.error("--listen - and --backend - would both be stdin/stdout")
         if args.listen == "-" and args.workers > 1:

@@ -24,7 +24,11 @@ spent on it.
 
 Running out of file descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM from ``accept``) is not the
 client's fault either: like ``trio.serve_listeners``, the listener logs it, waits 100 ms and
-accepts again.
+accepts again. A pool only bounds connections if the process may hold that many descriptors:
+:func:`fit_fd_limit` raises the soft ``RLIMIT_NOFILE`` as far as a pool needs (up to the hard
+limit) and says how many connections fit when even that is too low, so that a server can
+shrink its pool (``tlsattach serve --max-connections`` does, with a warning) instead of
+meeting EMFILE under load.
 
 Three ways to use it, from most to least common:
 
@@ -48,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import resource
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, Final, final
@@ -62,7 +67,7 @@ from ._tls import TLSStream
 from ._tlslayer import TLSServerLayer
 from ._transports import wrap_stream
 
-__all__ = ["TLSListener", "open_tls_listeners", "serve_tls"]
+__all__ = ["FD_RESERVE", "TLSListener", "fit_fd_limit", "open_tls_listeners", "serve_tls"]
 
 log = logging.getLogger("trio_tlsattach")
 
@@ -83,6 +88,32 @@ REFUSAL_DRAIN: Final = 1.0
 
 # What a failed handshake can raise (the stream is already closed when these arrive).
 _HANDSHAKE_ERRORS: Final = (StackError, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+FD_RESERVE: Final = 64
+"""Descriptors :func:`fit_fd_limit` keeps for everything but connections: stdio, listening
+sockets, the event loop's own, log files, refused connections being drained."""
+
+
+def fit_fd_limit(connections: int, fds_per_connection: int = 1) -> int:
+    """Make room for ``connections`` live connections; returns how many fit (maybe fewer, or 0).
+
+    Raises the soft ``RLIMIT_NOFILE`` to what they need (``fds_per_connection`` each, plus
+    :data:`FD_RESERVE`), as far as the hard limit allows; never lowers it.
+    """
+    if connections < 1 or fds_per_connection < 1:
+        raise ValueError("connections and fds_per_connection must be at least 1")
+    needed = connections * fds_per_connection + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):  # a sandbox may refuse even that
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            log.debug("RLIMIT_NOFILE raised from %d to %d", soft, wanted)
+            soft = wanted
+    if soft == resource.RLIM_INFINITY:
+        return connections
+    return max(0, min(connections, (soft - FD_RESERVE) // fds_per_connection))
 
 
 def _peer_text(peer: Any) -> str:

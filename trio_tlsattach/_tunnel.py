@@ -11,19 +11,30 @@ is pure and checked on the command line; ``open_endpoint`` makes the transport.
 the other gets ``send_eof`` and the copy the other way goes on until it ends too. It counts the
 bytes as they move (the connection's log line reports them, even after a shutdown cut it short)
 and raises the first error of either direction as it is, never an exception group.
+
+Two deadlines keep a stuck peer from holding a connection (and its state block) forever:
+``open_endpoint`` takes an absolute ``deadline`` for a backend that does not accept, and
+``pump`` and ``echo`` take an ``idle_timeout``, a duration re-armed each time bytes move either
+way (one cancel scope whose deadline moves forward; a stalled write counts as idle too, since
+nothing moves). Both end the connection with :class:`DeadlineExceeded`, which the tunnel logs
+as that connection's one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import shlex
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, final
 
 import trio
 
 from ._base import ByteStream
-from ._errors import InvalidArgument, NotSupported, StackError
+from ._deadline import FOREVER, check_deadline
+from ._errors import DeadlineExceeded, InvalidArgument, NotSupported, StackError
 from ._transports import StreamTransport, open_pipe, open_tcp, open_unix
 
 __all__ = [
@@ -31,6 +42,7 @@ __all__ = [
     "Endpoint",
     "describe",
     "echo",
+    "idle_deadline",
     "open_endpoint",
     "parse_address",
     "parse_endpoint",
@@ -132,8 +144,18 @@ class _ProcessStream(trio.abc.HalfCloseableStream):
                 await self.process.wait()
 
 
-async def open_endpoint(endpoint: Endpoint) -> ByteStream:
-    """Open the transport an endpoint names (not ``echo``: that one is served in place)."""
+async def open_endpoint(endpoint: Endpoint, deadline: float = FOREVER) -> ByteStream:
+    """Open the transport an endpoint names (not ``echo``: that one is served in place).
+
+    :class:`DeadlineExceeded` when it is not open by ``deadline`` (a backend that never
+    accepts: a full backlog, a firewall that drops).
+    """
+    with trio.move_on_at(check_deadline(deadline)):
+        return await _open(endpoint)
+    raise DeadlineExceeded(f"{endpoint} did not accept in time")
+
+
+async def _open(endpoint: Endpoint) -> ByteStream:
     if endpoint.kind == "tcp":
         return await open_tcp(endpoint.host, endpoint.port)
     if endpoint.kind == "unix":
@@ -152,56 +174,97 @@ STREAM_ERRORS: Final = (StackError, trio.BrokenResourceError, trio.ClosedResourc
 """What a connection can fail with: it ends that connection, never the server."""
 
 
-async def echo(stream: ByteStream, counts: list[int] | None = None) -> tuple[int, int]:
+@contextlib.contextmanager
+def idle_deadline(seconds: float | None) -> Iterator[Callable[[], None]]:
+    """Run the block until no byte moved for ``seconds`` (None or inf: no limit).
+
+    Yields ``moved()``, to call whenever bytes move; it pushes the deadline forward. When the
+    deadline passes, the block is cancelled and :class:`DeadlineExceeded` raised::
+
+        with idle_deadline(600) as moved:
+            while n := await stream.receive_into(buffer):
+                moved()
+    """
+    if seconds is not None and not seconds > 0:
+        raise InvalidArgument(f"idle timeout must be a positive number of seconds, not {seconds}")
+    limit = math.inf if seconds is None else seconds
+    with trio.CancelScope() as scope:
+
+        def moved() -> None:
+            scope.deadline = trio.current_time() + limit
+
+        moved()
+        yield moved
+    if scope.cancelled_caught:
+        raise DeadlineExceeded(f"idle for {limit:g} s")
+
+
+async def echo(
+    stream: ByteStream, counts: list[int] | None = None, idle_timeout: float | None = None
+) -> tuple[int, int]:
     """The built-in backend: send back what arrives; returns (bytes in, bytes out).
 
     ``counts`` (two ints), when given, is updated as bytes move, so a caller that is cancelled
-    can still tell how much went through.
+    can still tell how much went through. ``idle_timeout``: see :func:`idle_deadline`.
     """
     counts = [0, 0] if counts is None else counts
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
-    while n := await stream.receive_into(buffer):
-        counts[0] += n
-        await stream.send_all(view[:n])
-        counts[1] += n
-    await stream.send_eof()
+    with idle_deadline(idle_timeout) as moved:
+        while n := await stream.receive_into(buffer):
+            counts[0] += n
+            moved()
+            await stream.send_all(view[:n])
+            counts[1] += n
+            moved()
+        await stream.send_eof()
     return counts[0], counts[1]
 
 
-async def _copy(source: ByteStream, sink: ByteStream, counts: list[int], index: int) -> None:
+async def _copy(
+    source: ByteStream, sink: ByteStream, counts: list[int], index: int, moved: Callable[[], None]
+) -> None:
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
     while n := await source.receive_into(buffer):
+        moved()
         await sink.send_all(view[:n])
         counts[index] += n
+        moved()
     try:
         await sink.send_eof()  # half-close: the other direction goes on
     except NotSupported:
         await sink.aclose()
 
 
-async def pump(a: ByteStream, b: ByteStream, counts: list[int] | None = None) -> tuple[int, int]:
+async def pump(
+    a: ByteStream,
+    b: ByteStream,
+    counts: list[int] | None = None,
+    idle_timeout: float | None = None,
+) -> tuple[int, int]:
     """Copy a→b and b→a until both directions ended; returns (bytes a→b, bytes b→a).
 
     EOF on one side becomes ``send_eof`` on the other. If either direction fails (a reset, a
     TLS error), the other is cancelled and that first error is raised as it is (not in an
-    exception group), so callers can catch :data:`STREAM_ERRORS`. ``counts`` as in :func:`echo`.
+    exception group), so callers can catch :data:`STREAM_ERRORS`. ``counts`` as in :func:`echo`;
+    ``idle_timeout`` (no byte either way for that long): see :func:`idle_deadline`.
     """
     counts = [0, 0] if counts is None else counts
     failures: list[BaseException] = []
 
-    async with trio.open_nursery() as nursery:
+    with idle_deadline(idle_timeout) as moved:
+        async with trio.open_nursery() as nursery:
 
-        async def direction(source: ByteStream, sink: ByteStream, index: int) -> None:
-            try:
-                await _copy(source, sink, counts, index)
-            except STREAM_ERRORS as exc:
-                failures.append(exc)
-                nursery.cancel_scope.cancel()
+            async def direction(source: ByteStream, sink: ByteStream, index: int) -> None:
+                try:
+                    await _copy(source, sink, counts, index, moved)
+                except STREAM_ERRORS as exc:
+                    failures.append(exc)
+                    nursery.cancel_scope.cancel()
 
-        nursery.start_soon(direction, a, b, 0)
-        nursery.start_soon(direction, b, a, 1)
+            nursery.start_soon(direction, a, b, 0)
+            nursery.start_soon(direction, b, a, 1)
     if failures:
         raise failures[0]
     return counts[0], counts[1]

@@ -376,6 +376,9 @@ def test_quiet_and_verbose(serve: list[Serve]) -> None:
         (["connect", "exec:cat"], "--servername"),
         (["serve", "--listen", "-", "--backend", "-"], "both be stdin/stdout"),
         (["serve", "--listen", "-", "--workers", "2"], "one connection"),
+        (["serve", "--idle-timeout", "-1"], "--idle-timeout must be"),
+        (["serve", "--connect-timeout", "0"], "--connect-timeout must be"),
+        (["serve", "--handshake-timeout", "nan"], "--handshake-timeout must be"),
     ],
 )
 def test_bad_arguments_exit_nonzero(argv: list[str], message: str) -> None:
@@ -441,3 +444,51 @@ def test_alpn_and_max_connections(serve: list[Serve]) -> None:
     assert "refused: pool exhausted" in log
     assert "alpn=h2" in log
     assert "alpn=http/1.1" in log
+
+
+def with_fd_limit(soft: int, hard: int) -> list[str]:
+    """The CLI command run under another RLIMIT_NOFILE (util-linux's prlimit)."""
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        pytest.skip("prlimit (util-linux) is not installed")
+    return [prlimit, f"--nofile={soft}:{hard}", *CLI]
+
+
+def test_max_connections_shrinks_to_the_fd_limit(serve: list[Serve]) -> None:
+    """A hard limit of 80 fits FD_RESERVE (64) and 16 echo connections: the 17th is refused."""
+    command = with_fd_limit(80, 80)
+    server = Serve(
+        command=[*command, "serve", "--listen", "127.0.0.1:0", "--max-connections", "1000"]
+    )
+    serve.append(server)
+    held = [tls_client(server.port, server.ca) for _ in range(16)]
+    for sock in held:
+        sock.sendall(b"x")
+        assert sock.recv(1) == b"x"
+    with pytest.raises(ssl.SSLError, match="INTERNAL_ERROR"):  # the listener's clean refusal
+        tls_client(server.port, server.ca).close()
+    for sock in held:
+        sock.close()
+    log = server.stop()
+    assert "--max-connections 1000 needs more file descriptors" in log
+    assert "serving at most 16 connections" in log
+    assert "refused: pool exhausted" in log
+
+
+def test_max_connections_raises_the_soft_fd_limit(serve: list[Serve]) -> None:
+    command = with_fd_limit(100, 5000)
+    server = Serve(
+        command=[*command, "serve", "--listen", "127.0.0.1:0", "--max-connections", "1000"]
+    )
+    serve.append(server)
+    limits = Path(f"/proc/{server.proc.pid}/limits").read_text()
+    assert re.search(r"Max open files\s+1064\s+5000", limits), limits  # 1000 + FD_RESERVE
+    assert "needs more file descriptors" not in server.stop()
+
+
+def test_max_connections_with_no_room_at_all_refuses_to_start() -> None:
+    command = [*with_fd_limit(64, 64), "serve", "--listen", "127.0.0.1:0", "--max-connections", "9"]
+    result = subprocess.run(command, capture_output=True, timeout=TIMEOUT, check=False)
+    assert result.returncode == 1
+    assert b"leaves no room for even one connection" in result.stderr
+    assert b"Traceback" not in result.stderr

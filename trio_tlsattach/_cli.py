@@ -334,10 +334,11 @@ async def _serve(args: argparse.Namespace, workdir: str) -> int:
     listener = TLSListener(raw, layer, handshake_deadline=args.handshake_timeout, pool=pool)
 
     async def serve() -> None:
+        # Printed once SIGTERM is handled: whoever reads it may stop us cleanly at once.
+        _print_banner(bound, backend, ca_path)
         await listener.serve(lambda tls: _tunnel(tls, open_far, idle))
 
     with _unix_path_removed(bound):
-        _print_banner(bound, backend, ca_path)
         children = await _start_workers(args, bound) if workers else []
         try:
             await _until_signal(serve)

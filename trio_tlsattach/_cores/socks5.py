@@ -312,7 +312,7 @@ def encode_address(host: object, port: object) -> bytes:
     for family, atyp in ((socket.AF_INET, ATYP_IPV4), (socket.AF_INET6, ATYP_IPV6)):
         try:
             return bytes([atyp]) + socket.inet_pton(family, host) + tail
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte, refused below too
             continue
     try:
         name = host.encode("ascii") if host.isascii() else host.encode("idna")

@@ -160,6 +160,11 @@ class WSStream(AttachedMixin, MessageStream):
         """The reason in the peer's close frame; ``""`` before it came or without one."""
         return self._core.peer_reason
 
+    @property
+    def pongs_received(self) -> int:
+        """How many pongs the peer sent so far (they are read by the receive side)."""
+        return self._core.pongs_received
+
     # --- writing (the one writer at a time) -------------------------------------------------------
 
     async def _write(self, data: Any, deadline: float) -> None:

@@ -196,6 +196,7 @@ class WSCore:
         "_parts",
         "_peer_reason",
         "_peer_status",
+        "_pongs",
         "_received",
         "_size",
         "_skipping",
@@ -244,6 +245,7 @@ class WSCore:
         self._skipping = False
         self._peer_status: int | None = None
         self._peer_reason = ""
+        self._pongs = 0
 
     def __repr__(self) -> str:
         side = "client" if self._client else "server"
@@ -275,6 +277,11 @@ class WSCore:
     def peer_reason(self) -> str:
         """The reason in the peer's close frame (``""`` before it or without one)."""
         return self._peer_reason
+
+    @property
+    def pongs_received(self) -> int:
+        """How many pongs the peer sent (answers to :meth:`ping`, or unsolicited)."""
+        return self._pongs
 
     @property
     def trailing_data(self) -> bytes:
@@ -402,7 +409,8 @@ class WSCore:
                     self._machine.fire(WSEvent.CLOSE_RECEIVED)
                     self._trailing += _unparsed(connection)
                 return
-            # A Pong answers a ping of ours: nothing to do.
+            else:  # a Pong: an answer to a ping of ours
+                self._pongs += 1
 
     def _on_data(self, event: TextMessage | BytesMessage) -> None:
         data: bytes | str = (

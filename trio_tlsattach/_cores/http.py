@@ -512,11 +512,11 @@ class HTTPCore:
             self._decided = kind
         if self._h11 is None:
             self._skip_empty_lines()
-            decided = self._decided or self._auto_kind()
-            if decided is None:
+            seen = self._auto_kind()
+            if seen is None:
                 return self._need_data()
-            self._decided = decided
-            self._h11 = self._start_h11(decided)
+            self._decided = self._decided or seen
+            self._h11 = self._start_h11(self._decided)
         try:
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
@@ -564,7 +564,8 @@ class HTTPCore:
         self._line_start = max(self._line_start, pos)
 
     def _auto_kind(self) -> HeadKind | None:
-        """``HTTP/`` starts a status line, anything else a request line; None: too early."""
+        """``HTTP/`` starts a status line, anything else a request line; None: too early to
+        tell, or to tell an empty line from the start line."""
         start = bytes(self._raw[self._skipped : self._skipped + len(_STATUS_PREFIX)])
         if start == b"\r" or (_STATUS_PREFIX.startswith(start) and start != _STATUS_PREFIX):
             return None  # a lone CR may still become an empty line; a prefix may become HTTP/

@@ -175,6 +175,15 @@ def _unparsed(connection: Connection) -> bytes:
     return bytes(connection._proto._frame_decoder.buffer.buffer)
 
 
+def _after_request(handshake: WSConnection) -> bytes:
+    """Bytes a client sent right behind its upgrade request (frames it did not wait to send).
+
+    wsproto's server side leaves them in its h11 connection (its client side passes the
+    equivalent on); tests/test_core_ws.py checks they are parsed as frames.
+    """
+    return bytes(handshake.handshake._h11_connection.trailing_data[0])
+
+
 @final
 class WSCore:
     """One end of a WebSocket connection, sans-IO: handshake, frames, close, all on wsproto.
@@ -319,6 +328,8 @@ class WSCore:
                 if isinstance(event, Request):
                     self.resource, self.host = event.target, event.host
                     self._outgoing += handshake.send(AcceptConnection())
+                    assert handshake.connection is not None
+                    handshake.connection.receive_data(_after_request(handshake))
                     break
                 if isinstance(event, AcceptConnection):
                     break

@@ -473,8 +473,11 @@ class HTTPCore:
         return result
 
     def take_start_line(self, kind: HeadKind) -> RequestLine | StatusLine:
-        """The start line of the complete head, once (EINVAL the second time)."""
+        """The start line of the complete head, once (EINVAL the second time); PeerDone
+        (EPIPE) if the stream ended before a head began."""
         head = self.next_head(kind)
+        if head is END_OF_STREAM:
+            raise PeerDone("the stream ended before a head began")
         if not isinstance(head, Head):
             raise InvalidArgument("the head is not complete")
         if self._start_taken:

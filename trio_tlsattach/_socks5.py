@@ -83,6 +83,7 @@ from ._cores.socks5 import (
     SOCKS5ReplyError,
     SOCKS5ResolveError,
     SOCKS5State,
+    encode_address,
     encode_reply,
 )
 from ._deadline import FOREVER, check_deadline, waiting
@@ -221,6 +222,7 @@ async def _client(
     s: Any, username: object, password: object, host: object, port: object, deadline: float
 ) -> ByteStream:
     user, secret = _credential(username, "username"), _credential(password, "password")
+    encode_address(host, port)  # EINVAL for a bad host or port before anything is sent
     with _Conversation(s, Role.CLIENT, deadline, SOCKS5State.GREETING) as talk:
         core = talk.core
         # As libdill: offer username/password only when both are given.
@@ -238,7 +240,6 @@ async def _client(
             await talk.send(core.send_auth(user, secret))
             if (await talk.receive(AuthReply)).status != 0:
                 raise SOCKS5AuthFailed("the proxy refused the username or password")
-        # The request is encoded before anything is sent, so a bad host is EINVAL up front.
         await talk.send(core.send_request(CONNECT, host, port))
         reply = await talk.receive(Reply)
         if reply.reply > ADDRESS_TYPE_NOT_SUPPORTED:  # libdill: an unknown code is EPROTO

@@ -1,0 +1,604 @@
+"""libdill's SOCKS5 calls on our streams, and the proxy that ``tlsattach socks5`` runs.
+
+The first tests are libdill's own ``tests/socks5.c`` matrix (client by address, by IP string and
+by name, proxy by address and by name, with and without username/password) over a socketpair;
+then every errno, the pushback of early bytes, deadlines on the mock clock, and the proxy
+connecting to real loopback targets, also behind TLS (TLS inside TLS).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+import trustme
+from _tls_helpers import receive_exactly
+
+import trio_tlsattach as ta
+from trio_tlsattach._socks5 import credentials_checker
+from trio_tlsattach._socks5proxy import reply_for
+
+Client = Callable[[ta.ByteStream, str | None, str | None], Awaitable[ta.ByteStream]]
+CREDENTIALS = pytest.mark.parametrize(
+    ("user", "password"), [(None, None), ("user", "pass")], ids=["noauth", "userpass"]
+)
+
+
+async def by_ipv4(s: ta.ByteStream, user: str | None, password: str | None) -> ta.ByteStream:
+    return await ta.socks5_client_connect(s, user, password, ("127.0.0.1", 5555), ta.after(5))
+
+
+async def by_ipv6(s: ta.ByteStream, user: str | None, password: str | None) -> ta.ByteStream:
+    return await ta.socks5_client_connect(s, user, password, ("::1", 5555, 0, 0), ta.after(5))
+
+
+async def by_ipstring(s: ta.ByteStream, user: str | None, password: str | None) -> ta.ByteStream:
+    return await ta.socks5_client_connectbyname(s, user, password, "127.0.0.1", 5555, ta.after(5))
+
+
+async def by_name(s: ta.ByteStream, user: str | None, password: str | None) -> ta.ByteStream:
+    return await ta.socks5_client_connectbyname(s, user, password, "localhost", 5555, ta.after(5))
+
+
+def auth_fn_for(user: str | None, password: str | None) -> Callable[[str, str], bool] | None:
+    return None if user is None or password is None else credentials_checker(user, password)
+
+
+# -- libdill's matrix ----------------------------------------------------------------------------
+
+
+@CREDENTIALS
+@pytest.mark.parametrize("client", [by_ipv4, by_ipv6, by_ipstring, by_name])
+@pytest.mark.parametrize("byname", [False, True], ids=["proxy_byaddr", "proxy_byname"])
+async def test_libdill_matrix(
+    client: Client, byname: bool, user: str | None, password: str | None
+) -> None:
+    c, p = ta.socketpair()
+    targets: dict[Client, str] = {
+        by_ipv4: "127.0.0.1",
+        by_ipv6: "::1",
+        by_ipstring: "127.0.0.1",
+        by_name: "localhost" if byname else "127.0.0.1",  # recvcommand resolves, IPv4 first
+    }
+    expected = targets[client]
+
+    async def proxy() -> None:
+        assert await ta.socks5_proxy_auth(p, auth_fn_for(user, password), ta.after(1)) == user
+        if byname:
+            command, host, port = await ta.socks5_proxy_recvcommandbyname(p, ta.after(1))
+        else:
+            command, (host, port) = await ta.socks5_proxy_recvcommand(p, ta.after(1))
+        assert (command, host, port) == (ta.SOCKS5_CONNECT, expected, 5555)
+        await ta.socks5_proxy_sendreply(p, ta.SOCKS5_SUCCESS, ("0.0.0.0", 0), ta.after(1))
+        assert await p.receive_some(5) == b"hello"  # impersonate the target
+        await p.send_all(b"olleh")
+
+    async with c, p, trio.open_nursery() as nursery:
+        nursery.start_soon(proxy)
+        s = await client(c, user, password)
+        assert s is c  # the same stream, now a tunnel
+        await s.send_all(b"hello")
+        assert await s.receive_some(5) == b"olleh"
+
+
+# -- no byte lost --------------------------------------------------------------------------------
+
+
+async def test_early_bytes_are_pushed_back_on_both_ends() -> None:
+    c, p = ta.socketpair()
+    async with c, p:
+        # The client pipelines its greeting, request and first tunnel bytes in one write (as an
+        # optimistic client does); the proxy answers with its reply and data in one write.
+        await c.send_all(b"\x05\x01\x00" + b"\x05\x01\x00\x01\x7f\x00\x00\x01\x00\x50GET /")
+        assert await ta.socks5_proxy_auth(p, None) is None
+        assert await ta.socks5_proxy_recvcommand(p) == (1, ("127.0.0.1", 80))
+        assert await p.receive_some() == b"GET /"
+        # (socks5_proxy_auth already answered 05 00 to the greeting.)
+        await p.send_all(ta._cores.socks5.encode_reply(0) + b"HTTP/1.1 200")
+        s = await ta.socks5_client_connect(c, None, None, ("127.0.0.1", 80))
+        assert await s.receive_some() == b"HTTP/1.1 200"
+
+
+async def test_immediate_deadline_succeeds_when_everything_is_already_there() -> None:
+    c, p = ta.socketpair()
+    async with c, p:
+        await p.send_all(b"\x05\x02\x01\x00" + ta._cores.socks5.encode_reply(0, "::1", 7))
+        s = await ta.socks5_client_connectbyname(c, "u", "p", "example.org", 443, ta.IMMEDIATE)
+        assert s is c
+        wire = await p.receive_some()
+        assert wire == b"\x05\x02\x00\x02\x01\x01u\x01p\x05\x01\x00\x03\x0bexample.org\x01\xbb"
+
+
+async def test_trio_stream_is_wrapped_for_the_client_only() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    peer = ta.StreamTransport(b)
+    await peer.send_all(b"\x05\x00" + ta._cores.socks5.encode_reply(0))
+    s = await ta.socks5_client_connect(a, None, None, ("10.0.0.1", 1), ta.after(1))
+    assert isinstance(s, ta.StreamTransport)
+    with pytest.raises(ta.InvalidArgument, match="wrap_stream"):
+        await ta.socks5_proxy_auth(a, None)
+    await s.aclose()
+    await peer.aclose()
+
+
+# -- errnos --------------------------------------------------------------------------------------
+
+
+async def run_both(
+    client: Callable[[], Awaitable[object]], proxy: Callable[[], Awaitable[object]]
+) -> tuple[BaseException | None, BaseException | None]:
+    """Run both ends concurrently; return what each raised (None if it returned)."""
+    errors: list[BaseException | None] = [None, None]
+
+    async def run(index: int, fn: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await fn()
+        except OSError as exc:  # StackError and the OS's own
+            errors[index] = exc
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, 0, client)
+        nursery.start_soon(run, 1, proxy)
+    return errors[0], errors[1]
+
+
+@pytest.mark.parametrize(
+    ("client_creds", "proxy_auth"),
+    [
+        (("user", "wrong"), ("user", "pass")),
+        ((None, None), ("user", "pass")),
+        (("u", None), ("u", "p")),
+    ],
+    ids=["wrong-password", "no-credentials", "half-credentials"],
+)
+async def test_refused_authentication_is_eacces_on_both_ends(
+    client_creds: tuple[str | None, str | None], proxy_auth: tuple[str, str]
+) -> None:
+    c, p = ta.socketpair()
+    async with c, p:
+        errors = await run_both(
+            lambda: ta.socks5_client_connect(c, *client_creds, ("127.0.0.1", 1), ta.after(1)),
+            lambda: ta.socks5_proxy_auth(p, credentials_checker(*proxy_auth), ta.after(1)),
+        )
+    for exc in errors:
+        assert isinstance(exc, ta.SOCKS5AuthFailed)
+        assert isinstance(exc, PermissionError)
+        assert exc.errno == errno.EACCES
+
+
+async def test_proxy_without_auth_refuses_a_client_that_only_offers_passwords() -> None:
+    c, p = ta.socketpair()
+    async with c, p:
+        await c.send_all(b"\x05\x01\x02")
+        with pytest.raises(ta.SOCKS5AuthFailed, match="not 0"):
+            await ta.socks5_proxy_auth(p, None)
+        assert await c.receive_some() == b"\x05\xff"
+
+
+async def test_client_with_credentials_accepts_a_proxy_without_auth_and_async_auth_fn() -> None:
+    c, p = ta.socketpair()
+    seen: list[tuple[str, str]] = []
+
+    async def check(user: str, password: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        seen.append((user, password))
+        return True
+
+    async def proxy() -> None:
+        assert await ta.socks5_proxy_auth(p, None, ta.after(1)) is None
+        assert await ta.socks5_proxy_recvcommandbyname(p, ta.after(1)) == (1, "::1", 9)
+        await ta.socks5_proxy_sendreply(p, ta.SOCKS5_SUCCESS, ("::", 0), ta.after(1))
+
+    async with c, p:
+        errors = await run_both(
+            lambda: ta.socks5_client_connectbyname(c, "u", "p", "::1", 9, ta.after(1)), proxy
+        )
+        assert errors == (None, None)
+    c, p = ta.socketpair()
+    async with c, p:
+        await c.send_all(b"\x05\x01\x02\x01\x02\xc3\xa9\x00")
+        assert await ta.socks5_proxy_auth(p, check) == "é"
+        assert seen == [("é", "")]
+        assert await c.receive_some() == b"\x05\x02\x01\x00"
+
+
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        (ta.SOCKS5_GENERAL_FAILURE, errno.EIO),
+        (ta.SOCKS5_CONNECTION_NOT_ALLOWED, errno.EACCES),
+        (ta.SOCKS5_NETWORK_UNREACHABLE, errno.ENETUNREACH),
+        (ta.SOCKS5_HOST_UNREACHABLE, errno.EHOSTUNREACH),
+        (ta.SOCKS5_CONNECTION_REFUSED, errno.ECONNREFUSED),
+        (ta.SOCKS5_TTL_EXPIRED, errno.ETIMEDOUT),
+        (ta.SOCKS5_COMMAND_NOT_SUPPORTED, errno.ENOTSUP),
+        (ta.SOCKS5_ADDRESS_TYPE_NOT_SUPPORTED, errno.EAFNOSUPPORT),
+    ],
+)
+async def test_refused_request_has_libdills_errno(reply: int, code: int) -> None:
+    c, p = ta.socketpair()
+    async with c, p:
+        await p.send_all(b"\x05\x00")
+        await ta.socks5_proxy_sendreply(p, reply)
+        with pytest.raises(ta.SOCKS5ReplyError) as info:
+            await ta.socks5_client_connect(c, None, None, ("127.0.0.1", 1), ta.after(1))
+        assert (info.value.errno, info.value.reply) == (code, reply)
+
+
+@pytest.mark.parametrize(
+    ("answer", "match"),
+    [
+        (b"\x04\x00", "version byte 0x04"),
+        (b"\x05\x02", "not offered"),
+        (b"\x05\x00\x04", "version byte 0x04"),
+        (b"\x05\x00\x05\x09\x00\x01\x00\x00\x00\x00\x00\x00", "unknown code 0x09"),
+        (b"\x05\x00\x05\x00\x01", "reserved byte"),
+    ],
+)
+async def test_malformed_proxy_answer_is_eproto(answer: bytes, match: str) -> None:
+    c, p = ta.socketpair()
+    async with c, p:
+        await p.send_all(answer)
+        with pytest.raises(ta.SOCKS5ProtocolError, match=match) as info:
+            await ta.socks5_client_connect(c, None, None, ("127.0.0.1", 1), ta.after(1))
+        assert info.value.errno == errno.EPROTO
+
+
+@pytest.mark.parametrize(
+    ("request_", "reply", "match"),
+    [
+        (b"\x05\x04\x00\x01\x7f\x00\x00\x01\x00\x50", ta.SOCKS5_COMMAND_NOT_SUPPORTED, "command"),
+        (b"\x05\x01\x00\x07", ta.SOCKS5_ADDRESS_TYPE_NOT_SUPPORTED, "address type"),
+        (b"\x04\x01\x00\x01", None, "version byte 0x04"),
+    ],
+)
+async def test_bad_request_is_eproto_with_the_reply_to_send(
+    request_: bytes, reply: int | None, match: str
+) -> None:
+    c, p = ta.socketpair()
+    async with c, p:
+        await c.send_all(request_)
+        with pytest.raises(ta.SOCKS5ProtocolError, match=match) as info:
+            await ta.socks5_proxy_recvcommandbyname(p, ta.after(1))
+        assert info.value.errno == errno.EPROTO
+        assert info.value.reply == reply
+
+
+async def test_bad_greeting_version_is_eproto_and_eof_is_econnreset() -> None:
+    c, p = ta.socketpair()
+    async with c, p:
+        await c.send_all(b"\x04\x01\x00")
+        with pytest.raises(ta.SOCKS5ProtocolError, match="version byte 0x04"):
+            await ta.socks5_proxy_auth(p, None, ta.after(1))
+    c, p = ta.socketpair()
+    async with c, p:
+        await c.send_all(b"\x05\x02\x00")
+        await c.send_eof()
+        with pytest.raises(ta.ConnectionBroken) as info:
+            await ta.socks5_proxy_auth(p, None, ta.after(1))
+        assert info.value.errno == errno.ECONNRESET
+        assert await p.receive_some() == b"\x05\x02\x00"  # what came was pushed back, and EOF
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: ta.socks5_client_connect(s, "u" * 256, "p", ("127.0.0.1", 1)),
+        lambda s: ta.socks5_client_connect(s, "u", b"p" * 256, ("127.0.0.1", 1)),
+        lambda s: ta.socks5_client_connect(s, None, None, ("localhost", 1)),
+        lambda s: ta.socks5_client_connect(s, None, None, ("127.0.0.1", 65536)),
+        lambda s: ta.socks5_client_connect(s, None, None, "127.0.0.1:1"),  # type: ignore[arg-type]
+        lambda s: ta.socks5_client_connect(s, 5, None, ("127.0.0.1", 1)),  # type: ignore[arg-type]
+        lambda s: ta.socks5_client_connectbyname(s, None, None, "h", 0),
+        lambda s: ta.socks5_client_connectbyname(s, None, None, "h", 65536),
+        lambda s: ta.socks5_client_connectbyname(s, None, None, "h", True),
+        lambda s: ta.socks5_client_connectbyname(s, None, None, "", 1),
+        lambda s: ta.socks5_client_connectbyname(s, None, None, "h" * 256, 1),
+        lambda s: ta.socks5_client_connectbyname(s, None, None, "h", 1, -5),
+        lambda s: ta.socks5_proxy_sendreply(s, 9),
+        lambda s: ta.socks5_proxy_sendreply(s, 0, ("h" * 256, 1)),
+        lambda s: ta.socks5_proxy_auth(s, "not callable"),  # type: ignore[arg-type]
+    ],
+)
+async def test_bad_arguments_are_einval_before_any_io(
+    call: Callable[[ta.ByteStream], Awaitable[object]],
+) -> None:
+    c, p = ta.socketpair()
+    async with c, p:
+        with pytest.raises(ta.InvalidArgument) as info:
+            await call(c)
+        assert info.value.errno == errno.EINVAL
+        await c.send_eof()
+        assert await p.receive_some() == b""  # nothing was sent
+
+
+async def test_wrong_handles() -> None:
+    c, p = ta.socketpair()
+    framed = await ta.prefix_attach(c, 2)
+    with pytest.raises(ta.ProtocolMismatch):
+        await ta.socks5_client_connect(framed, None, None, ("127.0.0.1", 1))
+    with pytest.raises(ta.BadHandle):  # owned by the framing layer
+        await ta.socks5_proxy_auth(c, None)
+    await framed.aclose()
+    await p.aclose()
+    with pytest.raises(ta.BadHandle):
+        await ta.socks5_proxy_sendreply(p, 0)
+
+
+# -- deadlines (mock clock) ----------------------------------------------------------------------
+
+
+async def test_deadline_on_a_silent_proxy(autojump_clock: trio.testing.MockClock) -> None:
+    c, p = ta.socketpair()
+    async with c, p:
+        start = trio.current_time()
+        with pytest.raises(ta.DeadlineExceeded) as info:
+            await ta.socks5_client_connectbyname(c, None, None, "h", 1, ta.after(7))
+        assert info.value.errno == errno.ETIMEDOUT
+        assert trio.current_time() - start == pytest.approx(7)
+        assert await p.receive_some() == b"\x05\x01\x00"
+
+
+async def test_one_deadline_covers_a_dribbling_client(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    c, p = ta.socketpair()
+
+    async def dribble() -> None:
+        for byte in b"\x05\x01\x00\x05\x01\x00\x01":
+            await c.send_all(bytes([byte]))
+            await trio.sleep(1)
+
+    async with c, p, trio.open_nursery() as nursery:
+        nursery.start_soon(dribble)
+        deadline = ta.after(5.5)
+        await ta.socks5_proxy_auth(p, None, deadline)  # 3 bytes, 2 s
+        with pytest.raises(ta.DeadlineExceeded):
+            await ta.socks5_proxy_recvcommand(p, deadline)
+        assert trio.current_time() == pytest.approx(deadline)
+        assert await p.receive_some() == b"\x05\x01\x00"  # the partial request, not lost
+
+
+# -- the proxy: socks5_proxy_connection ----------------------------------------------------------
+
+
+@asynccontextmanager
+async def echo_target() -> AsyncIterator[int]:
+    """A loopback TCP echo server; yields its port."""
+
+    async def echo(stream: trio.SocketStream) -> None:
+        async for data in stream:
+            await stream.send_all(data)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, echo, 0, host="127.0.0.1"))
+        yield listeners[0].socket.getsockname()[1]
+        nursery.cancel_scope.cancel()
+
+
+async def through_proxy(
+    client: Callable[[ta.ByteStream], Awaitable[object]],
+    credentials: tuple[str, str] | None = None,
+    deadline: float = 10,
+) -> tuple[BaseException | None, BaseException | None, list[int]]:
+    """Run ``client`` against ``socks5_proxy_connection`` over a socketpair."""
+    c, p = ta.socketpair()
+    counts = [0, 0]
+
+    async def client_side() -> None:
+        async with c:
+            await client(c)
+
+    async def proxy_side() -> None:
+        async with p:
+            await ta.socks5_proxy_connection(
+                p, credentials=credentials, connect_deadline=ta.after(deadline), counts=counts
+            )
+
+    client_error, proxy_error = await run_both(client_side, proxy_side)
+    return client_error, proxy_error, counts
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_proxy_connects_and_relays(host: str) -> None:
+    async with echo_target() as port:
+
+        async def client(c: ta.ByteStream) -> None:
+            s = await ta.socks5_client_connectbyname(c, "u", "p", host, port, ta.after(5))
+            await s.send_all(b"x" * 100_000)
+            await s.send_eof()
+            got = bytearray()
+            while data := await s.receive_some():
+                got += data
+            assert got == b"x" * 100_000
+
+        assert await through_proxy(client, ("u", "p")) == (None, None, [100_000, 100_000])
+
+
+async def test_proxy_reports_the_bound_address() -> None:
+    async with echo_target() as port:
+        c, p = ta.socketpair()
+        async with c, p, trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: ta.socks5_proxy_connection(
+                    p, credentials=None, connect_deadline=ta.after(5), counts=[0, 0]
+                )
+            )
+            await c.send_all(
+                b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + port.to_bytes(2, "big")
+            )
+            answer = await receive_exactly(c, 12)
+            assert answer[:2] == b"\x05\x00"
+            assert answer[2:7] == b"\x05\x00\x00\x01\x7f"  # success, bound on 127.x
+            assert int.from_bytes(answer[-2:], "big") not in (0, port)
+            await c.send_eof()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("request_", "reply", "error"),
+    [
+        (
+            b"\x05\x02\x00\x01\x7f\x00\x00\x01\x00\x50",
+            ta.SOCKS5_COMMAND_NOT_SUPPORTED,
+            ta.NotSupported,
+        ),
+        (
+            b"\x05\x03\x00\x01\x7f\x00\x00\x01\x00\x50",
+            ta.SOCKS5_COMMAND_NOT_SUPPORTED,
+            ta.NotSupported,
+        ),
+        (
+            b"\x05\x09\x00\x01\x7f\x00\x00\x01\x00\x50",
+            ta.SOCKS5_COMMAND_NOT_SUPPORTED,
+            ta.SOCKS5ProtocolError,
+        ),
+        (b"\x05\x01\x00\x02\x00", ta.SOCKS5_ADDRESS_TYPE_NOT_SUPPORTED, ta.SOCKS5ProtocolError),
+    ],
+    ids=["bind", "udp-associate", "unknown-command", "unknown-address-type"],
+)
+async def test_proxy_answers_what_it_cannot_serve(
+    request_: bytes, reply: int, error: type[Exception]
+) -> None:
+    answers: list[bytes] = []
+
+    async def client(c: ta.ByteStream) -> None:
+        await c.send_all(b"\x05\x01\x00" + request_)
+        while data := await c.receive_some():
+            answers.append(data)
+
+    client_error, proxy_error, _ = await through_proxy(client)
+    assert client_error is None
+    assert isinstance(proxy_error, error)
+    assert b"".join(answers) == b"\x05\x00" + ta._cores.socks5.encode_reply(reply)
+
+
+async def test_proxy_refusals_reach_the_client_as_its_errno(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    refused_port = free_port()
+
+    class Resolver(trio.abc.HostnameResolver):
+        async def getaddrinfo(self, host: bytes | None, port: Any, *args: Any) -> Any:
+            if host == b"slow.test":
+                await trio.sleep_forever()
+            raise socket.gaierror(socket.EAI_NONAME, "no such name")
+
+        async def getnameinfo(self, *args: Any) -> Any:  # pragma: no cover - unused
+            raise NotImplementedError
+
+    trio.socket.set_custom_hostname_resolver(Resolver())
+    try:
+        for host, port, code in [
+            ("127.0.0.1", refused_port, errno.ECONNREFUSED),
+            ("nowhere.test", 80, errno.EHOSTUNREACH),
+            ("slow.test", 80, errno.ETIMEDOUT),
+        ]:
+
+            async def client(c: ta.ByteStream, host: str = host, port: int = port) -> None:
+                await ta.socks5_client_connectbyname(c, None, None, host, port)
+
+            client_error, proxy_error, _ = await through_proxy(client, deadline=3)
+            assert isinstance(client_error, ta.SOCKS5ReplyError)
+            assert client_error.errno == code
+            assert isinstance(proxy_error, OSError)
+        c, p = ta.socketpair()
+        async with c, p:
+            await c.send_all(b"\x05\x01\x00\x03\x0cnowhere.test\x00\x50")
+            with pytest.raises(ta.SOCKS5ResolveError) as info:
+                await ta.socks5_proxy_recvcommand(p, ta.after(1))
+            assert info.value.errno == errno.EADDRNOTAVAIL
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)
+
+
+def test_reply_for() -> None:
+    grouped = OSError("all attempts failed")
+    grouped.__cause__ = ExceptionGroup("x", [OSError(errno.ENETUNREACH, "no route")])
+    assert reply_for(grouped) == ta.SOCKS5_NETWORK_UNREACHABLE
+    assert reply_for(ta.DeadlineExceeded()) == ta.SOCKS5_TTL_EXPIRED
+    assert reply_for(OSError(errno.EPERM, "firewall")) == ta.SOCKS5_CONNECTION_NOT_ALLOWED
+    assert reply_for(OSError(errno.EMFILE, "fds")) == ta.SOCKS5_GENERAL_FAILURE
+
+
+# -- serve_socks5: limits, logging, SOCKS over TLS -----------------------------------------------
+
+
+async def test_serve_limits_connections_and_logs_each(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "trio_tlsattach")
+    async with echo_target() as port, trio.open_nursery() as nursery:
+        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        proxy_port = listener.socket.getsockname()[1]
+        await nursery.start(
+            lambda task_status: ta.serve_socks5(
+                listener, max_connections=1, task_status=task_status
+            )
+        )
+        first = await ta.socks5_client_connectbyname(
+            await ta.open_tcp("127.0.0.1", proxy_port), None, None, "127.0.0.1", port, ta.after(5)
+        )
+        second = await ta.open_tcp("127.0.0.1", proxy_port)
+        with pytest.raises(ta.ConnectionBroken):
+            await ta.socks5_client_connect(second, None, None, ("127.0.0.1", port), ta.after(5))
+        await first.send_all(b"ping")
+        assert await first.receive_some() == b"ping"
+        await first.aclose()
+        await second.aclose()
+        with trio.fail_after(5):
+            while "clean" not in caplog.text:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert "refused: 1 connections already" in caplog.text
+    assert f"-> 127.0.0.1:{port} in=4 out=4" in caplog.text
+
+
+async def test_socks_over_tls_then_tls_to_the_target(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    async def tls_echo(stream: trio.SocketStream) -> None:
+        tls = await ta.tls_attach_server(stream, tls_server_cert, None, ta.after(5))
+        async with tls:
+            while data := await tls.receive_some():
+                await tls.send_all(data)
+
+    async with trio.open_nursery() as nursery:
+        target = (await nursery.start(partial(trio.serve_tcp, tls_echo, 0, host="127.0.0.1")))[0]
+        raw = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        proxy_port = raw.socket.getsockname()[1]
+        listener = ta.TLSListener(raw, ta.TLSServerLayer(tls_server_cert))
+        await nursery.start(
+            lambda task_status: ta.serve_socks5(
+                listener, credentials=("alice", "s3cret"), task_status=task_status
+            )
+        )
+        outer = await ta.tls_attach_client(
+            await ta.open_tcp("127.0.0.1", proxy_port),
+            ta.after(5),
+            context=tls_ca,
+            server_hostname="localhost",
+        )
+        port = target.socket.getsockname()[1]
+        tunnel = await ta.socks5_client_connectbyname(
+            outer, "alice", "s3cret", "localhost", port, ta.after(5)
+        )
+        inner = await ta.tls_attach_client(
+            tunnel, ta.after(5), context=tls_ca, server_hostname="localhost"
+        )
+        async with inner:
+            await inner.send_all(b"TLS in TLS")
+            assert await inner.receive_some() == b"TLS in TLS"
+            assert inner.below is outer  # tcp > tls (to the proxy) > tls (to the target)
+        nursery.cancel_scope.cancel()

@@ -4,6 +4,7 @@ whole, one byte at a time and cut anywhere, limits, malformed heads, and what is
 from __future__ import annotations
 
 import errno
+import pickle
 from collections.abc import Callable
 
 import pytest
@@ -17,6 +18,7 @@ from trio_tlsattach._cores.http import (
     HeaderTooLarge,
     HeadKind,
     HTTPCore,
+    HTTPHeadError,
     HTTPProtocolError,
     PeerDone,
     ReceiveState,
@@ -346,6 +348,19 @@ def test_limits_count_the_head_only() -> None:
     _, head, rest = receive([wire + b"b" * 1000], max_line_size=20, max_header_size=len(wire))
     assert isinstance(head, Head)
     assert rest == b"b" * 1000
+
+
+def test_errors_pickle_with_their_status_hint() -> None:
+    for error in (HTTPProtocolError("bad", status_hint=501), HeaderTooLarge("big")):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error)
+        assert (copy.errno, copy.strerror, copy.status_hint) == (
+            error.errno,
+            error.strerror,
+            error.status_hint,
+        )
+    assert HeaderTooLarge().status_hint == 431
+    assert isinstance(HeaderTooLarge(), HTTPHeadError)
 
 
 def test_bad_arguments() -> None:

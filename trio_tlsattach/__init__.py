@@ -34,6 +34,7 @@ from ._framing import FramedStream, mrecv, msend
 from ._http import (
     Head,
     HeaderTooLarge,
+    HTTPHeadError,
     HTTPLayer,
     HTTPProtocolError,
     HTTPStream,
@@ -135,6 +136,7 @@ __all__ = [
     "ConnectionBroken",
     "DeadlineExceeded",
     "FramedStream",
+    "HTTPHeadError",
     "HTTPLayer",
     "HTTPProtocolError",
     "HTTPStream",

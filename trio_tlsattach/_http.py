@@ -23,8 +23,9 @@ one message, and a body has no message boundaries.
   stream: body reads and ``detach`` serve them first. Body reads before any head call read the
   head first (its start line decides which kind it is). Partial heads stay in the core, so a
   receive that times out or is cancelled loses nothing.
-* **errors**: a malformed head is :class:`HTTPProtocolError` (EPROTO, with the status a server
-  should answer), an over-long line or head :class:`HeaderTooLarge` (EMSGSIZE), the stream
+* **errors**: a malformed head is :class:`HTTPProtocolError` (EPROTO), an over-long line or
+  head :class:`HeaderTooLarge` (EMSGSIZE), both :class:`HTTPHeadError` with the ``status_hint``
+  a server answers with (400, 414, 431, 501), the stream
   ending inside a head :class:`ConnectionBroken`; each is sticky on the receive side, while
   the send side stays usable to answer. Bad arguments are EINVAL.
 * **detach** (libdill's ``http_detach``): end the head if one was begun (never sends a blank
@@ -60,6 +61,7 @@ from ._cores.http import (
     HeaderTooLarge,
     HeadKind,
     HTTPCore,
+    HTTPHeadError,
     HTTPProtocolError,
     PeerDone,
     RequestLine,
@@ -71,6 +73,7 @@ from ._errors import NotSupported
 from ._transports import begin_attach
 
 __all__ = [
+    "HTTPHeadError",
     "HTTPLayer",
     "HTTPProtocolError",
     "HTTPStream",

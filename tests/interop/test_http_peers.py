@@ -39,7 +39,7 @@ async def answer(http: ta.HTTPStream) -> None:
         command, resource = await http.receive_request(after(TOOL_TIMEOUT))
         fields = {name.lower(): value for name, value in await http.receive_fields()}
         body = await receive_exactly(http, int(fields.get("content-length", "0")))
-    except (ta.HTTPProtocolError, ta.HeaderTooLarge) as exc:
+    except ta.HTTPHeadError as exc:
         status, reply = exc.status_hint, f"refused: errno {exc.errno}\n".encode()
     else:
         agent = fields.get("user-agent", "").split("/")[0]

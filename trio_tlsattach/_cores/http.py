@@ -14,47 +14,44 @@ is produced for a bad argument). The states, driven by an explicit table::
     FIELDS --DONE-------->  BODY        (the blank line: libdill's ``http_done``)
     any    --EOF--------->  CLOSED      (the byte stream below is half-closed)
 
-A request line or status line is sent once; fields only after it; after ``done`` every head
-call is :class:`SendAfterDone` (EPIPE, as libdill's term layer gives). Field values are stripped
-of surrounding spaces, as libdill does; unlike libdill an empty value is allowed (RFC 7230).
+One start line, then fields, then ``done``; after it every head call is :class:`SendAfterDone`
+(EPIPE, as libdill's term layer gives). Unlike libdill, ``done`` before a start line is EINVAL
+(a lone blank line is no HTTP head) and an empty field value is allowed (RFC 7230); spaces
+around a value are dropped, as libdill does.
 
-**Receive side**: bytes go in through :meth:`HTTPCore.feed`; :meth:`HTTPCore.next_head` answers
-:data:`NEED_DATA` until the whole head is in, then a :class:`Head`. The bytes are fed to an h11
-connection, which finds the end of the head and validates it (start line grammar, field names
-and values, Host, Content-Length and Transfer-Encoding rules). h11 stops at the head: what it
-has not consumed is its ``trailing_data``, exactly the bytes after the blank line (a body, or
-what follows a 101/CONNECT, for which h11 pauses). The core keeps its own copy of the raw head
-bytes too, so an error loses nothing: :attr:`HTTPCore.trailing_data` then is everything fed.
-To parse a status line h11 must believe it sent a request; the core tells it a GET that offers
-an upgrade, so a ``101 Switching Protocols`` is accepted as well. Which start line is expected is
-fixed by the first ``next_head(kind)`` with a kind; ``HeadKind.AUTO`` (detach, body reads)
-decides from the first bytes: ``HTTP/`` starts a status line, anything else a request line.
-Empty lines before the start line are skipped (RFC 7230 section 3.5). The receive states::
+**Receive side**: :meth:`HTTPCore.feed` takes bytes; :meth:`HTTPCore.next_head` answers
+:data:`NEED_DATA` until the whole head is in, then a :class:`Head`. h11 finds the end of the
+head and validates it (start line, field names and values, Host, Content-Length and
+Transfer-Encoding); it stops there, and its ``trailing_data`` is exactly what followed the
+blank line (a body, or what follows a 101/CONNECT, where h11 pauses). For a status line h11 is
+told it sent a GET offering an upgrade, so a 101 parses too. The core keeps the raw head bytes
+as well: after an error :attr:`HTTPCore.trailing_data` is every byte fed. The first
+``next_head(kind)`` with a kind fixes the start line expected; ``HeadKind.AUTO`` (detach, body
+reads) decides by the first bytes (``HTTP/``: a status line). Empty lines before the start line
+are skipped (RFC 7230 section 3.5). The receive states::
 
     WAITING --HEAD------>  COMPLETE   (a head was parsed; trailing_data is what follows it)
     WAITING --ENDED----->  ENDED      (clean end of stream before any byte of a head)
     WAITING --ERROR----->  BROKEN     (sticky: the same error on every later call)
 
-Limits: no line of the head may be longer than ``max_line_size`` and the whole head no longer
-than ``max_header_size`` (:class:`HeaderTooLarge`, EMSGSIZE); both are checked as bytes arrive
-(an incomplete over-long line fails at once, it is not buffered), scanning each byte once.
-A malformed head is :class:`HTTPProtocolError` (EPROTO); the end of the stream inside a head is
-:class:`ConnectionBroken` (ECONNRESET); after the last field, :meth:`HTTPCore.next_field`
-raises :class:`PeerDone` (EPIPE), libdill's end-of-fields signal.
+Errors: a line over ``max_line_size`` or a head over ``max_header_size`` is
+:class:`HeaderTooLarge` (EMSGSIZE), found as bytes arrive (each byte scanned once); a malformed
+head :class:`HTTPProtocolError` (EPROTO); the end of stream inside a head
+:class:`ConnectionBroken` (ECONNRESET); a field asked for after the last one :class:`PeerDone`
+(EPIPE), libdill's end-of-fields signal.
 
-Text: names and values are ``str`` decoded as ISO-8859-1 (every byte maps to one character, so
-nothing is lost), and ``str`` arguments are encoded the same way; ``bytes`` are accepted too.
-h11 refuses a Transfer-Encoding other than ``chunked`` in a received head (HTTPProtocolError
-with ``status_hint`` 501).
+Text is ``str`` as ISO-8859-1 both ways (one character a byte: nothing lost); ``bytes`` are
+accepted too. h11 refuses a Transfer-Encoding other than ``chunked`` (``status_hint`` 501).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import errno as _errno
 import re
 from dataclasses import dataclass
-from typing import Final, final
+from typing import ClassVar, Final, final
 
 import h11
 
@@ -80,6 +77,7 @@ __all__ = [
     "DEFAULT_MAX_HEADER_SIZE",
     "DEFAULT_MAX_LINE_SIZE",
     "HTTPCore",
+    "HTTPHeadError",
     "HTTPProtocolError",
     "Head",
     "HeadKind",
@@ -105,38 +103,35 @@ _STATUS_PREFIX: Final = b"HTTP/"
 _CRLF: Final = b"\r\n"
 
 
-# --- errors -----------------------------------------------------------------------------------
+class HTTPHeadError(StackError):
+    """The peer's head was refused; :attr:`status_hint` is the status a server answers with.
+
+    The receive side stays broken (the same error again); the send side still works, to answer.
+    """
+
+    default_status: ClassVar[int] = 400
+
+    def __init__(self, message: str = "", *, status_hint: int | None = None) -> None:
+        super().__init__(message)
+        self.status_hint = self.default_status if status_hint is None else status_hint
 
 
 @final
-class HTTPProtocolError(StackError):
-    """EPROTO: the peer's head is malformed (start line, a field, framing fields, no Host...).
-
-    :attr:`status_hint` is the status a server should answer with (400, or 501 for a
-    Transfer-Encoding h11 does not support); h11's exception is the ``__cause__``. The receive
-    side stays broken (the same error again); the send side still works, to answer it.
-    """
+class HTTPProtocolError(HTTPHeadError):
+    """EPROTO: the peer's head is malformed (start line, a field, framing fields, no Host...);
+    ``status_hint`` 400, or 501 for a Transfer-Encoding h11 does not support. h11's exception
+    is the ``__cause__``."""
 
     default_errno = _errno.EPROTO
 
-    def __init__(self, message: str = "", *, status_hint: int = 400) -> None:
-        super().__init__(message)
-        self.status_hint = status_hint
-
 
 @final
-class HeaderTooLarge(StackError, ValueError):
-    """EMSGSIZE: a line of the peer's head, or the whole head, is over the layer's limit.
-
-    :attr:`status_hint` is 414 for an over-long request line, else 431. The receive side stays
-    broken: a head cannot be resynchronised after a line was cut.
-    """
+class HeaderTooLarge(HTTPHeadError, ValueError):
+    """EMSGSIZE: a line of the peer's head, or the whole head, is over the layer's limit;
+    ``status_hint`` 414 for an over-long request line, else 431."""
 
     default_errno = _errno.EMSGSIZE
-
-    def __init__(self, message: str = "", *, status_hint: int = 431) -> None:
-        super().__init__(message)
-        self.status_hint = status_hint
+    default_status = 431
 
 
 @final
@@ -149,9 +144,6 @@ class PeerDone(StackError, EOFError):
     """
 
     default_errno = _errno.EPIPE
-
-
-# --- what a received head is --------------------------------------------------------------------
 
 
 class HeadKind(enum.Enum):
@@ -195,9 +187,6 @@ class Head:
     def kind(self) -> HeadKind:
         """``HeadKind.REQUEST`` or ``HeadKind.STATUS``."""
         return HeadKind.REQUEST if isinstance(self.line, RequestLine) else HeadKind.STATUS
-
-
-# --- state machines -------------------------------------------------------------------------------
 
 
 class SendState(enum.Enum):
@@ -251,9 +240,6 @@ RECEIVE_TRANSITIONS: Final = {
 }
 
 
-# --- argument checks ------------------------------------------------------------------------------
-
-
 def _wire(value: object, name: str) -> bytes:
     """``str`` as ISO-8859-1, or a bytes-like as it is; EINVAL otherwise."""
     if isinstance(value, str):
@@ -262,10 +248,6 @@ def _wire(value: object, name: str) -> bytes:
         except UnicodeEncodeError:
             raise InvalidArgument(f"{name} has characters outside ISO-8859-1: {value!r}") from None
     return bytes(check_bytes_like(value, name))
-
-
-def _text(value: bytes) -> str:
-    return value.decode("latin-1")
 
 
 @final
@@ -318,10 +300,7 @@ class HTTPCore:
         self._next_field = 0
 
     def __repr__(self) -> str:
-        return (
-            f"<HTTPCore send={self.send_state.name} receive={self.receive_state.name} "
-            f"pending={len(self.trailing_data)}>"
-        )
+        return f"<HTTPCore send={self.send_state.name} receive={self.receive_state.name}>"
 
     @property
     def max_line_size(self) -> int:
@@ -463,7 +442,7 @@ class HTTPCore:
                 raise
         elif state is ReceiveState.BROKEN:
             assert self._error is not None
-            raise self._error
+            raise self._error.with_traceback(None)  # sticky, without piling up tracebacks
         else:
             result = END_OF_STREAM if self._head is None else self._head
         if isinstance(result, Head) and kind is not HeadKind.AUTO and result.kind is not kind:
@@ -481,32 +460,28 @@ class HTTPCore:
         if not isinstance(head, Head):
             raise InvalidArgument("the head is not complete")
         if self._start_taken:
-            raise InvalidArgument(
-                "this head's start line was already received; detach and attach again for the "
-                "next message"
-            )
+            raise InvalidArgument("start line already received; attach again for the next head")
         self._start_taken = True
         return head.line
 
     def next_field(self) -> tuple[str, str]:
         """The next field of the complete head; :class:`PeerDone` (EPIPE) after the last."""
-        head = self._head
-        if head is None or not self._start_taken:
-            raise InvalidArgument("receive the request line or the status line first")
-        if self._next_field >= len(head.fields):
+        fields = self._unread_fields()
+        if not fields:
             raise PeerDone("no more fields in this head")
-        field = head.fields[self._next_field]
         self._next_field += 1
-        return field
+        return fields[0]
 
     def remaining_fields(self) -> list[tuple[str, str]]:
         """Every field not yet returned by :meth:`next_field` (they count as returned now)."""
-        head = self._head
-        if head is None or not self._start_taken:
+        fields = self._unread_fields()
+        self._next_field += len(fields)
+        return list(fields)
+
+    def _unread_fields(self) -> tuple[tuple[str, str], ...]:
+        if self._head is None or not self._start_taken:
             raise InvalidArgument("receive the request line or the status line first")
-        rest = list(head.fields[self._next_field :])
-        self._next_field = len(head.fields)
-        return rest
+        return self._head.fields[self._next_field :]
 
     # --- parsing ----------------------------------------------------------------------------------
 
@@ -610,15 +585,15 @@ class HTTPCore:
 
 def _head_of(event: object, size: int) -> Head:
     """Our :class:`Head` from h11's event (names as the peer wrote them)."""
-    fields: tuple[tuple[str, str], ...]
+    if not isinstance(event, h11.Request | h11.Response | h11.InformationalResponse):
+        raise HTTPProtocolError(
+            f"unexpected {event!r} where a head was expected"
+        )  # pragma: no cover
+    line: RequestLine | StatusLine
     if isinstance(event, h11.Request):
-        line: RequestLine | StatusLine = RequestLine(
-            _text(event.method), _text(event.target), _text(event.http_version)
-        )
-        fields = tuple((_text(n), _text(v)) for n, v in event.headers.raw_items())
-    elif isinstance(event, h11.Response | h11.InformationalResponse):
-        line = StatusLine(event.status_code, _text(event.reason), _text(event.http_version))
-        fields = tuple((_text(n), _text(v)) for n, v in event.headers.raw_items())
-    else:  # pragma: no cover - h11 gives nothing else before the head
-        raise HTTPProtocolError(f"unexpected {event!r} where a head was expected")
-    return Head(line, fields, size)
+        line = RequestLine(event.method.decode("latin-1"), event.target.decode("latin-1"), "")
+    else:
+        line = StatusLine(event.status_code, event.reason.decode("latin-1"), "")
+    version = event.http_version.decode("latin-1")
+    fields = tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers.raw_items())
+    return Head(dataclasses.replace(line, version=version), fields, size)

@@ -7,12 +7,20 @@ import errno
 import pytest
 import trio
 import trio.testing
+import trustme
+from _tls_helpers import receive_exactly
 
 import trio_tlsattach as ta
 from trio_tlsattach import after
 from trio_tlsattach._cores.http import HeaderTooLarge, HTTPProtocolError, PeerDone
 from trio_tlsattach._http import HTTPLayer, HTTPStream
-from trio_tlsattach.testing import TRANSPORT_PAIRS, attach_both, check_layer, tcp_pair
+from trio_tlsattach.testing import (
+    TRANSPORT_PAIRS,
+    attach_both,
+    check_layer,
+    tcp_pair,
+    tls_pair,
+)
 
 
 async def _exchange_heads(client: HTTPStream, server: HTTPStream) -> None:
@@ -309,4 +317,42 @@ async def test_immediate_with_nothing_fails_at_once(autojump_clock: trio.testing
             await call()
         assert trio.current_time() == start
     assert b.closed  # the failed detach closed the stack
+    await a.aclose()
+
+
+async def test_tls_through_the_body(tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert) -> None:
+    """A CONNECT-style tunnel without detaching: TLS pushed on the HTTP streams passes
+    check_layer (the HTTP layer's non-blocking paths serve the layer above)."""
+
+    async def attach_pair(a: object, b: object) -> tuple[ta.TLSStream, ta.TLSStream]:
+        client, proxy = await attach_both(a, b, HTTPLayer().attach, HTTPLayer().attach)
+        await client.send_request("CONNECT", "example.org:443")
+        await client.send_field("Host", "example.org:443")
+        await client.done()
+        assert await proxy.receive_request() == ("CONNECT", "example.org:443")
+        await proxy.send_status(200, "Connection established")
+        await proxy.done()
+        assert await client.receive_status() == (200, "Connection established")
+        return await tls_pair(client, proxy, tls_ca, tls_server_cert)
+
+    await check_layer(attach_pair)
+
+
+async def test_head_one_byte_at_a_time() -> None:
+    """Every byte of the head in its own write: the head parses, the body comes back whole."""
+    a, b = ta.memory_pair()
+    http = await HTTPLayer().attach(b)
+    wire = b"\r\n" + HEAD + b"hello world"
+
+    async def trickle() -> None:
+        for i in range(len(wire)):
+            await a.send_all(wire[i : i + 1])
+            await trio.testing.wait_all_tasks_blocked()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trickle)
+        assert await http.receive_request() == ("POST", "/form")
+        assert await http.receive_fields() == [("Host", "h"), ("Content-Length", "11")]
+        assert await receive_exactly(http, 11) == b"hello world"
+    await http.aclose()
     await a.aclose()

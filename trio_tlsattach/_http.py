@@ -297,16 +297,16 @@ class HTTPStream(AttachedMixin, ByteStream):
         checked = check_deadline(deadline)
         with self._receive_conflict:
             if not self._body_ready:
-                await self._wait_head(HeadKind.AUTO, checked)
-            if checkpoint:
+                await self._wait_head(HeadKind.AUTO, checked)  # checkpoints itself
+            elif checkpoint:
                 await trio.lowlevel.checkpoint_if_cancelled()
             if self._pushback:
                 n = self._take_pushback_into(view)
-            else:
-                n = await self._below._receive_into(view, checked, False)
-            if checkpoint:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return n
+                if checkpoint:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return n
+            # The stream below checkpoints if asked: its call is then this call's checkpoint.
+            return await self._below._receive_into(view, checked, checkpoint)
 
     def _receive_nowait(self, view: memoryview) -> int | None:
         # Before the peer's head is read, a layer above must take the waiting path

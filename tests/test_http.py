@@ -356,3 +356,24 @@ async def test_head_one_byte_at_a_time() -> None:
         assert await receive_exactly(http, 11) == b"hello world"
     await http.aclose()
     await a.aclose()
+
+
+async def test_a_head_longer_than_one_read_with_a_large_body() -> None:
+    """A 40 KiB head (more than one 16 KiB read) and 1 MiB behind it: the body streams on."""
+    a, b = await tcp_pair()
+    http = await HTTPLayer().attach(b)
+    fields = [(f"X-Field-{i}", "v" * 1000) for i in range(40)]
+    head = b"GET /big HTTP/1.1\r\nHost: h\r\n"
+    head += b"".join(f"{name}: {value}\r\n".encode() for name, value in fields) + b"\r\n"
+    body = bytes(range(256)) * 4096
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.send_all, head + body)
+        assert await http.receive_request(after(5)) == ("GET", "/big")
+        assert await http.receive_fields() == [("Host", "h"), *fields]
+        assert http.head is not None
+        assert http.head.size == len(head)
+        raw = await http.detach()
+        assert await receive_exactly(raw, len(body)) == body
+    await a.aclose()
+    await b.aclose()

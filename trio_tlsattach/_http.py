@@ -24,17 +24,17 @@ one message, and a body has no message boundaries.
   head first (its start line decides which kind it is). Partial heads stay in the core, so a
   receive that times out or is cancelled loses nothing.
 * **errors**: a malformed head is :class:`HTTPProtocolError` (EPROTO), an over-long line or
-  head :class:`HeaderTooLarge` (EMSGSIZE), both :class:`HTTPHeadError` with the ``status_hint``
-  a server answers with (400, 414, 431, 501), the stream
-  ending inside a head :class:`ConnectionBroken`; each is sticky on the receive side, while
-  the send side stays usable to answer. Bad arguments are EINVAL.
+  head :class:`HeaderTooLarge` (EMSGSIZE), both :class:`HTTPHeadError` carrying the
+  ``status_hint`` to answer with (400, 414, 431, 501); the stream ending inside a head is
+  :class:`ConnectionBroken`. Each is sticky on the receive side, while the send side stays
+  usable to answer. Bad arguments are EINVAL.
 * **detach** (libdill's ``http_detach``): end the head if one was begun (never sends a blank
   line of its own otherwise), wait for the peer's head, and hand the byte stream below back
   with every byte after that head (and not yet read) pushed back in front of it. It fails,
   closing the stack, if the peer's head is malformed, over-long, or cut by the end of stream.
 
-Per-connection state: the core (the partial head, the parsed head, both directions' states) and
-a 16 KiB read buffer; no state block.
+Per-connection state: the core (the partial head, the parsed head, both directions' states);
+a 16 KiB read buffer only while a head comes in; no state block.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class HTTPStream(AttachedMixin, ByteStream):
         body = await http.receive_some()           # or: tcp = await http.detach()
     """
 
-    __slots__ = ("_body_ready", "_buffer", "_core", "_receive_conflict", "_send_conflict")
+    __slots__ = ("_body_ready", "_core", "_receive_conflict", "_send_conflict")
     _below: ByteStream
 
     def __init__(self, below: ByteStream, core: HTTPCore) -> None:
@@ -123,7 +123,6 @@ class HTTPStream(AttachedMixin, ByteStream):
         self._core = core
         self._bind(below)
         self._body_ready = False  # the bytes after the peer's head were moved to _pushback
-        self._buffer = bytearray(READ_SIZE)
         self._send_conflict = ConflictDetector("another task is already sending on this stream")
         self._receive_conflict = ConflictDetector(
             "another task is already receiving on this stream"
@@ -265,7 +264,7 @@ class HTTPStream(AttachedMixin, ByteStream):
         """Read until the peer's head is whole (or the stream ended before one); the caller
         holds the receive side. The bytes after the head go to this stream's pushback."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        core, below, view = self._core, self._below, memoryview(self._buffer)
+        core, below, view = self._core, self._below, memoryview(bytearray(READ_SIZE))
         while core.next_head(kind) is NEED_DATA:  # raises the core's errors (sticky)
             n = await below._receive_into(view, deadline, False)
             if n:

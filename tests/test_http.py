@@ -377,3 +377,33 @@ async def test_a_head_longer_than_one_read_with_a_large_body() -> None:
         assert await receive_exactly(raw, len(body)) == body
     await a.aclose()
     await b.aclose()
+
+
+async def test_pipelined_requests_by_attaching_again() -> None:
+    """Two requests in one write: the second waits in front of the stream after a detach."""
+    a, b = ta.socketpair()
+    await a.send_all(HEAD + b"hello world" + b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n")
+    http = await HTTPLayer().attach(b)
+    assert await http.receive_request() == ("POST", "/form")
+    assert await receive_exactly(http, 11) == b"hello world"
+    http = await HTTPLayer().attach(await http.detach())
+    assert await http.receive_request() == ("GET", "/second")
+    assert await http.receive_fields() == [("Host", "h")]
+    with pytest.raises(ta.DeadlineExceeded):
+        await http.receive_some(10, ta.IMMEDIATE)  # nothing after the second head
+    await http.aclose()
+    await a.aclose()
+
+
+async def test_a_cancelled_send_leaves_the_head_as_it_was() -> None:
+    a, b = ta.socketpair()
+    http = await HTTPLayer().attach(a)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await http.send_request("GET", "/")
+    await http.send_request("GET", "/")  # not "already sent": nothing was
+    await http.send_field("Host", "h")
+    await http.done()
+    assert await b.receive_some(100) == b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    await http.aclose()
+    await b.aclose()

@@ -21,8 +21,9 @@ one message, and a body has no message boundaries.
   fields one by one and raises :class:`PeerDone` (EPIPE) after the last, as libdill's
   ``http_recvfield`` does. Bytes read past the blank line are pushed back in front of this
   stream: body reads and ``detach`` serve them first. Body reads before any head call read the
-  head first (its start line decides which kind it is). Partial heads stay in the core, so a
-  receive that times out or is cancelled loses nothing.
+  head first (its start line decides which kind it is). The body is the bytes as they are on
+  the wire: a chunked body is not decoded, and where it ends is for the user to tell. Partial
+  heads stay in the core, so a receive that times out or is cancelled loses nothing.
 * **errors**: a malformed head is :class:`HTTPProtocolError` (EPROTO), an over-long line or
   head :class:`HeaderTooLarge` (EMSGSIZE), both :class:`HTTPHeadError` carrying the
   ``status_hint`` to answer with (400, 414, 431, 501); the stream ending inside a head is
@@ -151,8 +152,13 @@ class HTTPStream(AttachedMixin, ByteStream):
         self._check()
         checked = check_deadline(deadline)
         with self._send_conflict:
+            # A cancel before the line is made leaves the head as it was (the call can be
+            # made again); one during the send cuts the line, and the stream below then
+            # refuses further sends.
+            await trio.lowlevel.checkpoint_if_cancelled()
             wire = encode()  # EINVAL/EPIPE before anything is sent
-            await self._below._send_all(wire, checked)  # the call's one checkpoint
+            await self._below._send_all(wire, checked, False)
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def send_request(self, command: str, resource: str, deadline: float = FOREVER) -> None:
         """Send the request line ``COMMAND RESOURCE HTTP/1.1`` (libdill's ``http_sendrequest``).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import pickle
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -523,6 +524,20 @@ async def test_proxy_refusals_reach_the_client_as_its_errno(
             assert info.value.errno == errno.EADDRNOTAVAIL
     finally:
         trio.socket.set_custom_hostname_resolver(None)
+
+
+def test_error_classes() -> None:
+    refused = ta.SOCKS5ReplyError(ta.SOCKS5_CONNECTION_REFUSED)
+    assert isinstance(refused, ta.StackError)
+    assert refused.errno == errno.ECONNREFUSED
+    assert refused.reply == ta.SOCKS5_CONNECTION_REFUSED
+    assert "connection refused" in str(refused)
+    again = pickle.loads(pickle.dumps(refused))
+    assert (again.errno, again.reply, str(again)) == (refused.errno, 5, str(refused))
+    denied = pickle.loads(pickle.dumps(ta.SOCKS5AuthFailed("no")))
+    assert isinstance(denied, PermissionError)
+    assert denied.errno == errno.EACCES
+    assert ta.SOCKS5ResolveError().errno == errno.EADDRNOTAVAIL
 
 
 def test_reply_for() -> None:

@@ -43,12 +43,13 @@ ETIMEDOUT when the deadline passes. On failure the stream is left open for the c
 
 from __future__ import annotations
 
+import errno
 import hmac
 import inspect
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeAlias, TypeVar
+from typing import Any, Final, TypeAlias, TypeVar, final
 
 import trio
 
@@ -77,17 +78,15 @@ from ._cores.socks5 import (
     Reply,
     Request,
     Role,
-    SOCKS5AuthFailed,
     SOCKS5Core,
     SOCKS5ProtocolError,
-    SOCKS5ReplyError,
-    SOCKS5ResolveError,
     SOCKS5State,
+    credential_bytes,
     encode_address,
     encode_reply,
 )
 from ._deadline import FOREVER, check_deadline, waiting
-from ._errors import InvalidArgument, InvalidArgumentType, ProtocolMismatch
+from ._errors import InvalidArgument, InvalidArgumentType, ProtocolMismatch, StackError
 from ._transports import wrap_stream
 
 __all__ = [
@@ -141,6 +140,58 @@ M = TypeVar("M")
 
 # A handshake message is at most 513 bytes; one read usually holds the whole message.
 _CHUNK: Final = 1024
+
+
+# Each reply code's text, and the errno libdill's client gives for it (socks5.c,
+# s5_handle_connection_response).
+_REPLIES: Final = {
+    SUCCESS: ("succeeded", 0),
+    GENERAL_FAILURE: ("general SOCKS server failure", errno.EIO),
+    CONNECTION_NOT_ALLOWED: ("connection not allowed by ruleset", errno.EACCES),
+    NETWORK_UNREACHABLE: ("network unreachable", errno.ENETUNREACH),
+    HOST_UNREACHABLE: ("host unreachable", errno.EHOSTUNREACH),
+    CONNECTION_REFUSED: ("connection refused", errno.ECONNREFUSED),
+    TTL_EXPIRED: ("TTL expired", errno.ETIMEDOUT),
+    COMMAND_NOT_SUPPORTED: ("command not supported", errno.EOPNOTSUPP),
+    ADDRESS_TYPE_NOT_SUPPORTED: ("address type not supported", errno.EAFNOSUPPORT),
+}
+
+
+# --- errors----------------------------------------------------------------------------------------
+
+
+@final
+class SOCKS5AuthFailed(StackError, PermissionError):
+    """EACCES: authentication was refused (no acceptable method, or a wrong username or
+    password), libdill's errno for both. The proxy has already told the client."""
+
+    default_errno = errno.EACCES
+
+
+@final
+class SOCKS5ResolveError(StackError):
+    """EADDRNOTAVAIL: the domain name in a request resolved to no address (libdill's errno)."""
+
+    default_errno = errno.EADDRNOTAVAIL
+
+
+@final
+class SOCKS5ReplyError(StackError):
+    """The proxy answered the request with a failure code, kept in :attr:`reply`.
+
+    ``errno`` is libdill's for that code: EIO (general failure), EACCES (not allowed),
+    ENETUNREACH, EHOSTUNREACH, ECONNREFUSED, ETIMEDOUT (TTL expired), EOPNOTSUPP (command not
+    supported; the same value as ENOTSUP on Linux), EAFNOSUPPORT (address type not supported).
+    """
+
+    def __init__(self, reply: int) -> None:
+        # OSError's own constructor: the errno depends on the code, not on the class.
+        text, code = _REPLIES[reply]
+        OSError.__init__(self, code, f"SOCKS5 proxy replied {text}")
+        self.reply = reply
+
+    def __reduce__(self) -> tuple[type[StackError], tuple[int], dict[str, object]]:  # type: ignore[override]
+        return (type(self), (self.reply,), dict(self.__dict__))
 
 
 # --- the driver: one core, one stream -----------------------------------------------------------
@@ -205,17 +256,7 @@ class _Conversation:
 
 
 def _credential(value: object, name: str) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        data = value.encode("utf-8", "surrogateescape")
-    elif isinstance(value, bytes | bytearray | memoryview):
-        data = bytes(value)
-    else:
-        raise InvalidArgumentType(f"{name} must be str, bytes or None, not {type(value).__name__}")
-    if len(data) > 255:
-        raise InvalidArgument(f"{name} is {len(data)} bytes; SOCKS5 allows at most 255")
-    return data
+    return None if value is None else credential_bytes(value, name)
 
 
 async def _client(

@@ -48,11 +48,8 @@ EPROTO too (as in libdill), carrying in :attr:`SOCKS5ProtocolError.reply` the re
 Nothing is read past the message the state expects: :attr:`SOCKS5Core.trailing_data` is the rest
 of the byte stream, to be pushed back in front of it (the tunnel's early bytes are not lost).
 
-Errors live here, at the bottom of the import order, because the core raises them:
-:class:`SOCKS5ProtocolError` (EPROTO), :class:`SOCKS5AuthFailed` (EACCES: libdill's errno for a
-refused authentication), :class:`SOCKS5ReplyError` (the proxy refused the request: the errno
-libdill maps each reply code to) and :class:`SOCKS5ResolveError` (EADDRNOTAVAIL: libdill's
-errno when a name does not resolve).
+:class:`SOCKS5ProtocolError` lives here, at the bottom of the import order, because the core
+raises it; what a refusal means in errnos is the business of ``_socks5``, libdill's API.
 """
 
 from __future__ import annotations
@@ -65,44 +62,25 @@ from dataclasses import dataclass
 from typing import Final, final
 
 from .._errors import ConnectionBroken, InvalidArgument, InvalidArgumentType, StackError
-from ._common import NEED_DATA, BytesLike, NeedData, ReceiveBuffer, StateMachine, check_bytes_like
+from ._common import (
+    NEED_DATA,
+    BytesLike,
+    NeedData,
+    ReceiveBuffer,
+    StateMachine,
+    check_bytes_like,
+    check_int,
+)
 
 __all__ = [
-    "ADDRESS_TYPE_NOT_SUPPORTED",
-    "ATYP_IPV4",
-    "ATYP_IPV6",
-    "ATYP_NAME",
-    "BIND",
-    "COMMAND_NOT_SUPPORTED",
-    "CONNECT",
-    "CONNECTION_NOT_ALLOWED",
-    "CONNECTION_REFUSED",
-    "GENERAL_FAILURE",
-    "HOST_UNREACHABLE",
-    "METHOD_NONE",
-    "METHOD_NO_AUTH",
-    "METHOD_USERPASS",
-    "NETWORK_UNREACHABLE",
-    "SUCCESS",
-    "TTL_EXPIRED",
-    "UDP_ASSOCIATE",
-    "AuthReply",
-    "AuthRequest",
-    "Greeting",
-    "MethodChoice",
-    "Reply",
-    "Request",
-    "Role",
-    "SOCKS5AuthFailed",
-    "SOCKS5Core",
-    "SOCKS5Event",
-    "SOCKS5ProtocolError",
-    "SOCKS5ReplyError",
-    "SOCKS5ResolveError",
-    "SOCKS5State",
-    "encode_address",
-    "encode_reply",
-]
+    "ADDRESS_TYPE_NOT_SUPPORTED", "ATYP_IPV4", "ATYP_IPV6", "ATYP_NAME", "BIND",
+    "COMMAND_NOT_SUPPORTED", "CONNECT", "CONNECTION_NOT_ALLOWED", "CONNECTION_REFUSED",
+    "GENERAL_FAILURE", "HOST_UNREACHABLE", "METHOD_NONE", "METHOD_NO_AUTH", "METHOD_USERPASS",
+    "NETWORK_UNREACHABLE", "SUCCESS", "TTL_EXPIRED", "UDP_ASSOCIATE", "AuthReply", "AuthRequest",
+    "Greeting", "MethodChoice", "Reply", "Request", "Role", "SOCKS5Core",
+    "SOCKS5Event", "SOCKS5ProtocolError", "SOCKS5State",
+    "credential_bytes", "encode_address", "encode_reply",
+]  # fmt: skip
 
 VERSION: Final = 0x05
 AUTH_VERSION: Final = 0x01  # RFC 1929's subnegotiation version
@@ -131,31 +109,6 @@ ATYP_IPV6: Final = 0x04
 
 _ADDRESS_LENGTHS: Final = {ATYP_IPV4: 4, ATYP_IPV6: 16}
 
-# libdill's errno for each reply code (socks5.c, s5_handle_connection_response).
-_REPLY_ERRNOS: Final = {
-    GENERAL_FAILURE: _errno.EIO,
-    CONNECTION_NOT_ALLOWED: _errno.EACCES,
-    NETWORK_UNREACHABLE: _errno.ENETUNREACH,
-    HOST_UNREACHABLE: _errno.EHOSTUNREACH,
-    CONNECTION_REFUSED: _errno.ECONNREFUSED,
-    TTL_EXPIRED: _errno.ETIMEDOUT,
-    COMMAND_NOT_SUPPORTED: _errno.EOPNOTSUPP,
-    ADDRESS_TYPE_NOT_SUPPORTED: _errno.EAFNOSUPPORT,
-}
-
-_REPLY_TEXT: Final = {
-    SUCCESS: "succeeded",
-    GENERAL_FAILURE: "general SOCKS server failure",
-    CONNECTION_NOT_ALLOWED: "connection not allowed by ruleset",
-    NETWORK_UNREACHABLE: "network unreachable",
-    HOST_UNREACHABLE: "host unreachable",
-    CONNECTION_REFUSED: "connection refused",
-    TTL_EXPIRED: "TTL expired",
-    COMMAND_NOT_SUPPORTED: "command not supported",
-    ADDRESS_TYPE_NOT_SUPPORTED: "address type not supported",
-}
-
-
 # --- errors -----------------------------------------------------------------------------------
 
 
@@ -176,39 +129,6 @@ class SOCKS5ProtocolError(StackError):
     def __init__(self, message: str = "", *, reply: int | None = None) -> None:
         super().__init__(message)
         self.reply = reply
-
-
-@final
-class SOCKS5AuthFailed(StackError, PermissionError):
-    """EACCES: authentication was refused (no acceptable method, or a wrong username or
-    password), libdill's errno for both. The proxy has already told the client."""
-
-    default_errno = _errno.EACCES
-
-
-@final
-class SOCKS5ResolveError(StackError):
-    """EADDRNOTAVAIL: the domain name in a request resolved to no address (libdill's errno)."""
-
-    default_errno = _errno.EADDRNOTAVAIL
-
-
-@final
-class SOCKS5ReplyError(StackError):
-    """The proxy answered the request with a failure code, kept in :attr:`reply`.
-
-    ``errno`` is libdill's for that code: EIO (general failure), EACCES (not allowed),
-    ENETUNREACH, EHOSTUNREACH, ECONNREFUSED, ETIMEDOUT (TTL expired), EOPNOTSUPP (command not
-    supported; the same value as ENOTSUP on Linux), EAFNOSUPPORT (address type not supported).
-    """
-
-    def __init__(self, reply: int) -> None:
-        # OSError's own constructor: the errno depends on the code, not on the class.
-        OSError.__init__(self, _REPLY_ERRNOS[reply], f"SOCKS5 proxy replied {_REPLY_TEXT[reply]}")
-        self.reply = reply
-
-    def __reduce__(self) -> tuple[type[StackError], tuple[int], dict[str, object]]:  # type: ignore[override]
-        return (type(self), (self.reply,), dict(self.__dict__))
 
 
 # --- messages ---------------------------------------------------------------------------------
@@ -278,30 +198,23 @@ Message = Greeting | MethodChoice | AuthRequest | AuthReply | Request | Reply
 # --- encoding ---------------------------------------------------------------------------------
 
 
-def _text_bytes(value: object, name: str, *, low: int) -> bytes:
+def credential_bytes(value: object, name: str) -> bytes:
+    """A username or password as the bytes RFC 1929 sends (UTF-8; at most 255), else EINVAL."""
     if isinstance(value, str):
         data = value.encode("utf-8", "surrogateescape")
     elif isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)
     else:
         raise InvalidArgumentType(f"{name} must be str or bytes, not {type(value).__name__}")
-    if not low <= len(data) <= 255:
-        raise InvalidArgument(f"{name} must be {low} to 255 bytes, not {len(data)}")
+    if len(data) > 255:
+        raise InvalidArgument(f"{name} is {len(data)} bytes; SOCKS5 allows at most 255")
     return data
-
-
-def _check_port(port: object) -> int:
-    if isinstance(port, bool) or not isinstance(port, int):
-        raise InvalidArgumentType(f"port must be an int, not {type(port).__name__}")
-    if not 0 <= port <= 65535:
-        raise InvalidArgument(f"port must be 0..65535, not {port}")
-    return port
 
 
 def encode_address(host: object, port: object) -> bytes:
     """``ATYP ADDR PORT`` for ``host``: an IP literal goes as IPv4/IPv6, anything else as a
     domain name (1 to 255 bytes; non-ASCII names are IDNA-encoded). EINVAL when it cannot be."""
-    port = _check_port(port)
+    port = check_int(port, "port", 0, 65535)
     if isinstance(host, ipaddress.IPv4Address | ipaddress.IPv6Address):
         host = str(host)
     if isinstance(host, bytes | bytearray):
@@ -325,10 +238,7 @@ def encode_address(host: object, port: object) -> bytes:
 
 def encode_reply(reply: int, host: object = "0.0.0.0", port: object = 0) -> bytes:
     """A whole reply message (``05 REP 00 ATYP ADDR PORT``); ``reply`` must be 0..8."""
-    if isinstance(reply, bool) or not isinstance(reply, int):
-        raise InvalidArgumentType(f"reply must be an int, not {type(reply).__name__}")
-    if reply not in _REPLY_TEXT:
-        raise InvalidArgument(f"reply must be 0..8, not {reply}")
+    check_int(reply, "reply", SUCCESS, ADDRESS_TYPE_NOT_SUPPORTED)
     return bytes([VERSION, reply, 0]) + encode_address(host, port)
 
 
@@ -587,8 +497,8 @@ class SOCKS5Core:
     def send_auth(self, username: str | bytes, password: str | bytes) -> bytes:
         """Client: RFC 1929 username and password (each 0 to 255 bytes)."""
         self._sending(Role.CLIENT, SOCKS5State.AUTH, "a username/password")
-        user = _text_bytes(username, "username", low=0)
-        secret = _text_bytes(password, "password", low=0)
+        user = credential_bytes(username, "username")
+        secret = credential_bytes(password, "password")
         self._machine.fire(_E.AUTH)
         return bytes([AUTH_VERSION, len(user)]) + user + bytes([len(secret)]) + secret
 
@@ -601,8 +511,7 @@ class SOCKS5Core:
     def send_request(self, command: int, host: object, port: object) -> bytes:
         """Client: ``command`` (CONNECT, BIND, UDP_ASSOCIATE) for ``host:port``."""
         self._sending(Role.CLIENT, SOCKS5State.REQUEST, "a request")
-        if type(command) is not int or not CONNECT <= command <= UDP_ASSOCIATE:
-            raise InvalidArgument(f"command must be 1..3, not {command!r}")
+        check_int(command, "command", CONNECT, UDP_ASSOCIATE)
         wire = bytes([VERSION, command, 0]) + encode_address(host, port)
         self._machine.fire(_E.REQUEST)
         return wire

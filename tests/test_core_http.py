@@ -342,6 +342,12 @@ def test_an_over_long_line_fails_before_it_ends() -> None:
         core.next_head()
 
 
+def test_empty_lines_cannot_pile_up() -> None:
+    _, error, rest = receive([b"\r\n" * 100], max_header_size=100)
+    assert isinstance(error, HeaderTooLarge)
+    assert rest == b"\r\n" * 100
+
+
 def test_limits_count_the_head_only() -> None:
     """A long body line right after a small head is not the head's business."""
     wire = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"

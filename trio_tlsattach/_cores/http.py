@@ -579,7 +579,7 @@ class HTTPCore:
             else:
                 pos = start = newline + 1
         self._scanned, self._line_start = pos, start
-        if end - self._skipped > self._max_header:
+        if end > self._max_header:  # empty lines in front count: they cannot pile up
             raise HeaderTooLarge(f"the head is over max_header_size={self._max_header} bytes")
 
 

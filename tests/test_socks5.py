@@ -526,6 +526,29 @@ async def test_proxy_refusals_reach_the_client_as_its_errno(
         trio.socket.set_custom_hostname_resolver(None)
 
 
+async def test_proxy_ends_an_idle_relay(autojump_clock: trio.testing.MockClock) -> None:
+    async with echo_target() as port:
+        c, p = ta.socketpair()
+        async with c, p:
+            counts = [0, 0]
+            await c.send_all(
+                b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + port.to_bytes(2, "big")
+            )
+            await c.send_all(b"ping")  # early bytes: relayed, then silence
+            start = trio.current_time()
+            with pytest.raises(ta.DeadlineExceeded):
+                await ta.socks5_proxy_connection(
+                    p,
+                    credentials=None,
+                    connect_deadline=ta.after(5),
+                    counts=counts,
+                    idle_timeout=30,
+                )
+            assert trio.current_time() - start == pytest.approx(30, abs=0.1)
+            assert counts == [4, 4]
+            assert (await receive_exactly(c, 16))[-4:] == b"ping"
+
+
 def test_error_classes() -> None:
     refused = ta.SOCKS5ReplyError(ta.SOCKS5_CONNECTION_REFUSED)
     assert isinstance(refused, ta.StackError)

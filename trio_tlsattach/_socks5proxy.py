@@ -121,6 +121,7 @@ async def socks5_proxy_connection(
     connect_deadline: float,
     counts: list[int],
     on_target: Callable[[str, int], object] | None = None,
+    idle_timeout: float | None = None,
 ) -> None:
     """Serve one SOCKS5 client on ``stream``: authenticate, connect, relay (see the module).
 
@@ -129,7 +130,9 @@ async def socks5_proxy_connection(
     gives) for everything before the relaying starts. ``counts``: two ints, updated as bytes
     move (client to target, target to client), readable even after a cancellation.
     ``on_target(host, port)``: called with the requested target once it is known (for a log
-    line). Returns when both directions ended; raises what ended the connection otherwise.
+    line). ``idle_timeout``: seconds without a byte either way after which the relay ends with
+    :class:`DeadlineExceeded` (``None``: never), as ``tlsattach serve --idle-timeout``.
+    Returns when both directions ended; raises what ended the connection otherwise.
     The caller closes ``stream``.
     """
     auth_fn = None if credentials is None else credentials_checker(*credentials)
@@ -153,7 +156,7 @@ async def socks5_proxy_connection(
     async with far:
         bound = far.extra(StackAttribute.local_address, None) or ("0.0.0.0", 0)
         await socks5_proxy_sendreply(stream, SOCKS5_SUCCESS, bound, connect_deadline)
-        await pump(stream, far, counts)
+        await pump(stream, far, counts, idle_timeout)
 
 
 async def serve_socks5(
@@ -162,6 +165,7 @@ async def serve_socks5(
     credentials: tuple[str, str] | None = None,
     connect_timeout: float = 10.0,
     max_connections: int | None = None,
+    idle_timeout: float | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a SOCKS5 proxy on ``listener`` until cancelled; never returns otherwise.
@@ -170,6 +174,7 @@ async def serve_socks5(
     over TLS; its handshakes run concurrently and failed ones only cost a log line).
     ``connect_timeout``: seconds each client gets from its first byte to the SUCCESS reply.
     ``max_connections``: live connections at most; one more is closed at once with a log line.
+    ``idle_timeout``: as in :func:`socks5_proxy_connection`.
     Every connection ends with one log line: peer, target, bytes each way, duration, outcome.
     """
     if max_connections is not None and max_connections < 1:
@@ -187,7 +192,7 @@ async def serve_socks5(
             if slots is not None:
                 await stack.enter_async_context(slots)
             stack.push_async_callback(close_shielded, stream)
-            await _logged(stream, credentials, connect_timeout)
+            await _logged(stream, credentials, connect_timeout, idle_timeout)
 
     if isinstance(listener, TLSListener):
         await listener.serve(handle, task_status=task_status)
@@ -205,7 +210,10 @@ def _peer(stream: ByteStream) -> str:
 
 
 async def _logged(
-    stream: ByteStream, credentials: tuple[str, str] | None, connect_timeout: float
+    stream: ByteStream,
+    credentials: tuple[str, str] | None,
+    connect_timeout: float,
+    idle_timeout: float | None,
 ) -> None:
     peer, started, counts = _peer(stream), time.monotonic(), [0, 0]
     target = ["-"]
@@ -221,6 +229,7 @@ async def _logged(
             connect_deadline=after(connect_timeout),
             counts=counts,
             on_target=note,
+            idle_timeout=idle_timeout,
         )
         how = "clean"
     except STREAM_ERRORS as exc:

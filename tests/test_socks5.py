@@ -130,6 +130,17 @@ async def test_trio_stream_is_wrapped_for_the_client_only() -> None:
     await peer.aclose()
 
 
+async def test_a_wrapped_trio_stream_is_closed_when_the_handshake_fails() -> None:
+    a, b = socket.socketpair()
+    with b:
+        b.sendall(b"\x05\xff")
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+        with pytest.raises(ta.SOCKS5AuthFailed):
+            await ta.socks5_client_connect(stream, None, None, ("127.0.0.1", 1), ta.after(1))
+        assert b.recv(10) == b"\x05\x01\x00"
+        assert b.recv(10) == b""  # the wrapper that took the socket over closed it
+
+
 # -- errnos --------------------------------------------------------------------------------------
 
 
@@ -601,6 +612,29 @@ async def test_serve_limits_connections_and_logs_each(caplog: pytest.LogCaptureF
         nursery.cancel_scope.cancel()
     assert "refused: 1 connections already" in caplog.text
     assert f"-> 127.0.0.1:{port} in=4 out=4" in caplog.text
+
+
+async def test_serve_survives_hostile_clients(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "trio_tlsattach")
+    async with echo_target() as port, trio.open_nursery() as nursery:
+        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        proxy_port = listener.socket.getsockname()[1]
+        await nursery.start(partial(ta.serve_socks5, listener, credentials=("u", "p")))
+        for garbage in [b"GET / HTTP/1.1\r\n\r\n", b"\x05\x01", b"\x05\x01\x02\x01\x01u\x01x"]:
+            async with await ta.open_tcp("127.0.0.1", proxy_port) as hostile:
+                await hostile.send_all(garbage)
+                await hostile.send_eof()
+                while await hostile.receive_some():
+                    pass  # until the proxy closes
+        s = await ta.open_tcp("127.0.0.1", proxy_port)
+        async with s:
+            await ta.socks5_client_connect(s, "u", "p", ("127.0.0.1", port), ta.after(5))
+            await s.send_all(b"still serving")
+            assert await s.receive_some() == b"still serving"
+        nursery.cancel_scope.cancel()
+    assert "error: greeting: version byte 0x47" in caplog.text
+    assert "error: the peer closed the stream in the SOCKS5 handshake" in caplog.text
+    assert "error: wrong username or password for 'u'" in caplog.text
 
 
 async def test_socks_over_tls_then_tls_to_the_target(

@@ -53,7 +53,7 @@ from typing import Any, Final, TypeAlias, TypeVar, final
 
 import trio
 
-from ._base import ByteStream, Handle, Kind
+from ._base import ByteStream, Handle, Kind, close_shielded
 from ._cores import NEED_DATA
 from ._cores.socks5 import (
     ADDRESS_TYPE_NOT_SUPPORTED,
@@ -157,7 +157,7 @@ _REPLIES: Final = {
 }
 
 
-# --- errors----------------------------------------------------------------------------------------
+# --- errors ---------------------------------------------------------------------------------------
 
 
 @final
@@ -215,41 +215,45 @@ def _stream(s: Any, *, wrap: bool) -> ByteStream:
     return handle
 
 
-async def _receive(s: ByteStream, core: SOCKS5Core, expected: type[M], deadline: float) -> M:
-    """Read until the core has the peer's next message (of type ``expected``)."""
-    while (message := core.next_event()) is NEED_DATA:
-        data = await s.receive_some(_CHUNK, deadline)
-        if data:
-            core.feed(data)
-        else:
-            core.feed_eof()
-    assert isinstance(message, expected), message  # the core's state decides what comes
-    return message
-
-
+@final
 class _Conversation:
-    """A core bound to a stream for one call; leaving it pushes unread bytes back."""
+    """A core bound to a stream for one call (``async with``).
 
-    __slots__ = ("core", "deadline", "stream")
+    Leaving it pushes back whatever was read past the last message, whatever happened. A Trio
+    stream that the client calls wrapped is closed on failure: the caller's object no longer
+    holds its socket, and the wrapper is never handed out.
+    """
+
+    __slots__ = ("core", "deadline", "stream", "wrapped")
 
     def __init__(self, s: Any, role: Role, deadline: float, start: SOCKS5State) -> None:
         self.deadline = check_deadline(deadline)
         self.stream = _stream(s, wrap=role is Role.CLIENT)
+        self.wrapped = self.stream is not s
         self.core = SOCKS5Core(role, start)
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data, self.deadline)
 
     async def receive(self, expected: type[M]) -> M:
-        return await _receive(self.stream, self.core, expected, self.deadline)
+        """Read until the core has the peer's next message (of type ``expected``)."""
+        while (message := self.core.next_event()) is NEED_DATA:
+            data = await self.stream.receive_some(_CHUNK, self.deadline)
+            if data:
+                self.core.feed(data)
+            else:
+                self.core.feed_eof()
+        assert isinstance(message, expected), message  # the core's state decides what comes
+        return message
 
-    def __enter__(self) -> _Conversation:
+    async def __aenter__(self) -> _Conversation:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        # Whatever happened, bytes read past the last message go back in front of the stream.
-        if rest := self.core.trailing_data:
-            self.stream.unread(rest)
+    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if data := self.core.trailing_data:
+            self.stream.unread(data)
+        if exc_type is not None and self.wrapped:
+            await close_shielded(self.stream)
 
 
 # --- client -------------------------------------------------------------------------------------
@@ -264,7 +268,7 @@ async def _client(
 ) -> ByteStream:
     user, secret = _credential(username, "username"), _credential(password, "password")
     encode_address(host, port)  # EINVAL for a bad host or port before anything is sent
-    with _Conversation(s, Role.CLIENT, deadline, SOCKS5State.GREETING) as talk:
+    async with _Conversation(s, Role.CLIENT, deadline, SOCKS5State.GREETING) as talk:
         core = talk.core
         # As libdill: offer username/password only when both are given.
         both = user is not None and secret is not None
@@ -318,7 +322,9 @@ async def socks5_client_connect(
     RFC 1929 authentication; with either ``None`` it offers none. Raises
     :class:`SOCKS5AuthFailed` (EACCES), :class:`SOCKS5ReplyError` (the proxy's refusal),
     :class:`SOCKS5ProtocolError` (EPROTO), :class:`InvalidArgument` (EINVAL, before any I/O),
-    :class:`DeadlineExceeded` (ETIMEDOUT). ``s`` stays open on failure: close it.
+    :class:`DeadlineExceeded` (ETIMEDOUT). ``s`` stays open on failure: close it. A Trio
+    stream (``trio.SocketStream``...) is wrapped by :func:`wrap_stream`, which takes it over:
+    use the stream returned; on failure the wrapper is closed here.
     """
     if not isinstance(addr, tuple) or len(addr) < 2:
         raise InvalidArgumentType(f"addr must be an (ip, port) tuple, not {addr!r}")
@@ -375,7 +381,7 @@ async def socks5_proxy_auth(
     """
     if auth_fn is not None and not callable(auth_fn):
         raise InvalidArgumentType(f"auth_fn must be callable or None, not {type(auth_fn).__name__}")
-    with _Conversation(s, Role.PROXY, deadline, SOCKS5State.GREETING) as talk:
+    async with _Conversation(s, Role.PROXY, deadline, SOCKS5State.GREETING) as talk:
         core = talk.core
         greeting = await talk.receive(Greeting)
         wanted = METHOD_NO_AUTH if auth_fn is None else METHOD_USERPASS
@@ -404,7 +410,7 @@ async def socks5_proxy_recvcommandbyname(s: Any, deadline: float = FOREVER) -> t
     An unknown command or address type is :class:`SOCKS5ProtocolError` (EPROTO) whose
     ``reply`` (COMMAND_NOT_SUPPORTED or ADDRESS_TYPE_NOT_SUPPORTED) you may still send.
     """
-    with _Conversation(s, Role.PROXY, deadline, SOCKS5State.REQUEST) as talk:
+    async with _Conversation(s, Role.PROXY, deadline, SOCKS5State.REQUEST) as talk:
         request = await talk.receive(Request)
         return request.command, request.host, request.port
 

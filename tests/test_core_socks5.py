@@ -261,6 +261,45 @@ def test_malformed_is_eproto_at_the_first_bad_byte(
         core.next_event()
 
 
+def outcome(core: SOCKS5Core, chunks: list[bytes]) -> list[object]:
+    """Everything a proxy core says when fed ``chunks``, answering as a proxy would."""
+    said: list[object] = []
+    for chunk in chunks:
+        core.feed(chunk)
+        while core.state in (GREETING, SOCKS5State.AUTH, REQUEST):
+            try:
+                event = core.next_event()
+            except SOCKS5ProtocolError as exc:
+                said.append(("EPROTO", exc.reply))
+                return said
+            if event is NEED_DATA:
+                break
+            said.append(event)
+            if isinstance(event, Greeting):
+                method = METHOD_USERPASS if METHOD_USERPASS in event.methods else METHOD_NONE
+                core.send_method(method)
+            elif isinstance(event, AuthRequest):
+                core.send_auth_status(True)
+    return said
+
+
+@settings(deadline=None, max_examples=150)
+@given(
+    wire=st.tuples(
+        st.sampled_from([b"", b"\x05", b"\x05\x02\x00\x02", b"\x05\x01\x02\x01\x01u\x01p"]),
+        st.binary(max_size=60),
+    ).map(b"".join),  # garbage, or a valid start with anything after it
+    data=st.data(),
+)
+def test_any_bytes_give_the_same_answer_however_cut(wire: bytes, data: st.DataObject) -> None:
+    # The proxy core answers messages or EPROTO, never anything else, and the same whether it
+    # gets the bytes whole, cut anywhere, or one at a time.
+    cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=8))
+    whole = outcome(SOCKS5Core(Role.PROXY), [wire])
+    assert outcome(SOCKS5Core(Role.PROXY), split(wire, cuts)) == whole
+    assert outcome(SOCKS5Core(Role.PROXY), bytewise(wire)) == whole
+
+
 def test_bad_auth_version() -> None:
     core = SOCKS5Core(Role.PROXY)
     core.feed(b"\x05\x01\x02")

@@ -13,8 +13,9 @@ fixed state record (phase, direction flags, byte counters, current deadline). No
 per connection but OpenSSL's objects and a few small Python ones, so an idle connection costs
 less than one on ``trio.SSLStream``: the ciphertext receive buffer is lent per read, and the
 locks are made only when two tasks meet. This module is the upper half (handshake, send,
-receive, done, detach, close); the lower half, ``_tlswire`` (:class:`TLSWire`, the base class),
-moves ciphertext, counts whole records and keeps the state record. The layers and libdill's
+receive); ``_tlsclose`` (:class:`TLSClosing`) ends a connection (done, detach, unwrap, close),
+and the lower half, ``_tlswire`` (:class:`TLSWire`, the base class), moves ciphertext, counts
+whole records and keeps the state record. The layers and libdill's
 ``tls_*`` functions are in ``_tlslayer``.
 
 The fast path (why this beats ``trio.SSLStream``). A receive first decrypts every whole record
@@ -51,7 +52,7 @@ security boundary, the STARTTLS-injection mistake): it is kept in :attr:`TLSStre
 
 from __future__ import annotations
 
-import contextlib
+import socket
 import ssl
 import types
 from collections.abc import Callable
@@ -74,10 +75,10 @@ from ._errors import (
     InvalidArgument,
     ProtocolMismatch,
     SendAfterDone,
-    StackError,
     TLSError,
 )
 from ._mem import TLS_SIZE, StateBlock
+from ._tlsclose import _CUT_RECORD, _NO_CLOSE_NOTIFY, TLSClosing, _eof_cause, _given_stream
 from ._tlsconfig import encode_hostname, record_sni
 from ._tlsinfo import TLSInfo
 from ._tlswire import (
@@ -87,9 +88,8 @@ from ._tlswire import (
     _SEND_BROKEN,
     _SEND_DONE,
     DEFAULT_RECEIVE_SIZE,
-    TLSWire,
 )
-from ._transports import bytes_view, wrap_stream
+from ._transports import SocketTransport, bytes_view, wrap_stream
 
 __all__ = ["TLSStream"]
 
@@ -97,14 +97,25 @@ SEND_CHUNK: Final = 256 * 1024
 """Plaintext encrypted per ``SSLObject.write``: bounds the ciphertext held in memory."""
 
 
-def _given_stream(below: Handle) -> Any:
-    """The stream a user gave, where ``below`` only adapts it (a ``StreamTransport``)."""
-    inner = getattr(below, "stream", None)
-    return inner if isinstance(inner, trio.abc.Stream) else below
+def _borrow(stream: Any) -> Handle:
+    """The handle TLS drives for a stream given to the drop-in constructor, leaving the stream
+    itself usable as trio.SSLStream leaves it.
+
+    A ``trio.SocketStream`` is driven through its own socket object: a
+    :class:`SocketTransport` on the very same ``socket.socket`` (not a copy of the file
+    descriptor), which keeps the non-blocking fast path (``_receive_nowait``) while the
+    ``SocketStream`` stays the caller's. Closing either closes that one socket, once. A trio
+    whose socket wrapper keeps the standard socket elsewhere gets the generic adapter.
+    """
+    if isinstance(stream, trio.SocketStream):
+        inner = getattr(stream.socket, "_sock", None)
+        if isinstance(inner, socket.socket):
+            return SocketTransport(inner)
+    return wrap_stream(stream)
 
 
 @final
-class TLSStream(TLSInfo, TLSWire):
+class TLSStream(TLSInfo, TLSClosing):
     """A TLS connection on top of a byte stream: what the TLS layers' ``attach`` returns.
 
     A :class:`trio.abc.HalfCloseableStream` with absolute ``deadline`` arguments,
@@ -120,14 +131,19 @@ class TLSStream(TLSInfo, TLSWire):
 
         tls = await TLSServerLayer("cert.pem", "key.pem").attach(tcp, deadline=after(10))
 
-    ``https_compatible=True`` is trio.SSLStream's HTTPS mode: a peer's EOF without close_notify
-    (also before or during the handshake) is a clean end of stream, and closing sends no
-    close_notify. Where it differs from trio.SSLStream on purpose: :meth:`aclose` is
-    libdill's forceful ``hclose`` (it does not run a handshake that has not happened, and
-    sends close_notify only if it fits at once; use :meth:`detach` or :meth:`send_eof` for a
-    clean close); before the handshake the accessors return None rather than raise; and a
-    ``trio.SocketStream``'s socket is taken over, so :attr:`transport_stream` is then the
-    transport that holds it.
+    Made with this constructor it *is* trio.SSLStream, wherever trio defines behaviour:
+    :meth:`aclose` is graceful (it runs the handshake if needed, sends close_notify, and closes
+    the stream below), the accessors trio guards raise :class:`trio.NeedHandshakeError` before
+    the handshake, :attr:`transport_stream` is the very stream passed in (a
+    ``trio.SocketStream`` stays usable and yours), and ``https_compatible=True`` is trio's
+    HTTPS mode: a peer's EOF without close_notify (also before or during the handshake) is a
+    clean end of stream, and closing sends no close_notify. A peer's EOF that is not clean is
+    :class:`ConnectionBroken` with an ``ssl.SSLEOFError`` as its cause, as trio has it.
+
+    Made by a layer (``tls_attach_server_mem``, ``TLSServerLayer.attach``, a
+    ``ProtocolStack``), it keeps libdill's contract instead: the stream below is owned,
+    :meth:`aclose` is the forceful ``hclose`` (close_notify only if it fits at once), and the
+    clean ends are :meth:`detach` and :meth:`send_eof`.
     """
 
     def __class_getitem__(cls, transport: object) -> types.GenericAlias:
@@ -136,8 +152,8 @@ class TLSStream(TLSInfo, TLSWire):
         return types.GenericAlias(cls, transport)
 
     __slots__ = (
-        "_handshake_lock", "_https_compatible", "_raw", "_receive_conflict",
-        "_send_conflict", "_server_side", "_session_sink", "_ssl", "unread_data",
+        "_handshake_lock", "_https_compatible", "_raw", "_receive_conflict", "_send_conflict",
+        "_server_side", "_ssl",
     )  # fmt: skip
 
     def __init__(
@@ -152,7 +168,7 @@ class TLSStream(TLSInfo, TLSWire):
         session: ssl.SSLSession | None = None,
     ) -> None:
         super().__init__()
-        below = wrap_stream(transport_stream)
+        below = _borrow(transport_stream)
         if below.kind is not Kind.BYTES:
             raise ProtocolMismatch(f"TLS needs a byte stream; {below.label()} carries messages")
         assert isinstance(below, ByteStream)
@@ -178,6 +194,10 @@ class TLSStream(TLSInfo, TLSWire):
         self._bind(below, block)
         self._server_side = server_side
         self._https_compatible = https_compatible
+        # trio.SSLStream's contract (graceful aclose, the stream given kept as it is) unless a
+        # layer made this stream for libdill's (see _tlslayer).
+        self._dropin = True
+        self._given = transport_stream
         # Made when two tasks meet in the handshake, dropped after it: most never do.
         self._handshake_lock: trio.Lock | None = None
         self._send_conflict = ConflictDetector("another task is already sending on this stream")
@@ -202,13 +222,13 @@ class TLSStream(TLSInfo, TLSWire):
 
     @property
     def transport_stream(self) -> Any:
-        """The stream below, as ``trio.SSLStream`` has it: the ``trio.abc.Stream`` you gave
-        (but a ``trio.SocketStream``, whose socket TLS takes over: then the transport that has
-        it), or the handle below in a stack; None once detached. Do not use it while TLS is
-        attached."""
+        """The stream below, as ``trio.SSLStream`` has it: the very stream given to the
+        constructor; for a stream a layer made, the ``trio.abc.Stream`` it adapts, or the
+        handle below in a stack. None once detached (:meth:`unwrap`). Do not use it while TLS
+        is attached."""
         if self._phase is Phase.DETACHED:
             return None
-        return _given_stream(self._below)
+        return self._given if self._dropin else _given_stream(self._below)
 
     # --- handshake ----------------------------------------------------------------------------
 
@@ -225,38 +245,55 @@ class TLSStream(TLSInfo, TLSWire):
         if self._flags & _HANDSHOOK:
             return
         lock = self._handshake_lock
-        if lock is None:  # the first task here; others queue on it
+        if lock is None:  # the first task here (no checkpoint before it starts); others queue
             lock = self._handshake_lock = trio.Lock()
-        async with lock:
-            while not self._flags & _HANDSHOOK:
-                # A handshake that failed part-way (its records half sent, the stream below
-                # broken) cannot go on: OpenSSL would wait for an answer that never comes.
-                if self._send_error is not None or self._recv_error is not None:
-                    raise ConnectionBroken("the TLS handshake failed earlier")
-                try:
-                    self._ssl.do_handshake()
-                    done = True
-                except ssl.SSLWantReadError:
-                    done = False
-                except ssl.SSLError as exc:
-                    self._break_both()
-                    await self._flush_on_close()  # our alert tells the peer why
-                    raise TLSError.from_ssl(exc, "handshake failed") from exc
-                if done and self._server_side and self._ssl.version() == "TLSv1.3":
-                    self._send_or_delay()  # the session tickets: the client may not read yet
-                else:
-                    await self._flush(deadline)
-                if done:
-                    self._set(_HANDSHOOK)
-                    self._handshake_lock = None  # tasks waiting on it hold their own reference
-                    if self._ssl.version() != "TLSv1.3":  # 1.3 tickets come later
-                        self._keep_session()
-                    break
-                if not await self._pull(deadline, during="handshake"):
-                    self._break_both()
-                    if self._https_compatible:  # a client that left: receives see EOF
-                        self._set(_RECV_EOF)
-                    raise ConnectionBroken("the peer closed the connection during the handshake")
+            lock.acquire_nowait()
+        else:
+            await lock.acquire()
+        try:
+            await self._handshake_steps(deadline)
+        except BaseException:
+            # trio.SSLStream's rule: a handshake that did not finish (failed, timed out,
+            # cancelled) leaves the stream broken, so aclose only closes it. (A layer's attach
+            # closes the stream then anyway.)
+            if not self._flags & _HANDSHOOK and self._dropin:
+                self._break_both()
+            raise
+        finally:
+            lock.release()
+
+    async def _handshake_steps(self, deadline: float) -> None:
+        while not self._flags & _HANDSHOOK:
+            # A handshake that failed part-way (its records half sent, the stream below
+            # broken) cannot go on: OpenSSL would wait for an answer that never comes.
+            if self._send_error is not None or self._recv_error is not None:
+                raise ConnectionBroken("the TLS handshake failed earlier")
+            try:
+                self._ssl.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            except ssl.SSLError as exc:
+                self._break_both()
+                await self._flush_on_close()  # our alert tells the peer why
+                raise TLSError.from_ssl(exc, "handshake failed") from exc
+            if done and self._server_side and self._ssl.version() == "TLSv1.3":
+                self._send_or_delay()  # the session tickets: the client may not read yet
+            else:
+                await self._flush(deadline)
+            if done:
+                self._set(_HANDSHOOK)
+                self._handshake_lock = None  # tasks waiting on it hold their own reference
+                if self._ssl.version() != "TLSv1.3":  # 1.3 tickets come later
+                    self._keep_session()
+                break
+            if not await self._pull(deadline, during="handshake"):
+                self._break_both()
+                if self._https_compatible:  # a client that left: receives see EOF
+                    self._set(_RECV_EOF)
+                raise ConnectionBroken(
+                    "the peer closed the connection during the handshake"
+                ) from _eof_cause()
 
     # --- send side ----------------------------------------------------------------------------
 
@@ -330,7 +367,9 @@ class TLSStream(TLSInfo, TLSWire):
     def _raise_receive_error(self) -> None:
         assert self._recv_error is not None
         cls, message = self._recv_error
-        raise cls(message)
+        raise cls(message) from (
+            _eof_cause() if message in (_NO_CLOSE_NOTIFY, _CUT_RECORD) else None
+        )
 
     def _fill(self, view: memoryview) -> int | None:
         """Decrypt into ``view`` all that is available without waiting.
@@ -381,12 +420,12 @@ class TLSStream(TLSInfo, TLSWire):
 
     def _transport_eof(self) -> None:
         if self._mid_record():
-            self._recv_error = (ConnectionBroken, "the stream ended in the middle of a TLS record")
+            self._recv_error = (ConnectionBroken, _CUT_RECORD)
         elif self._https_compatible:
             self._set(_RECV_EOF)
             return
         else:
-            self._recv_error = (ConnectionBroken, "the peer closed without close_notify")
+            self._recv_error = (ConnectionBroken, _NO_CLOSE_NOTIFY)
         self._set(_RECV_BROKEN)
 
     async def _receive_into(
@@ -460,150 +499,3 @@ class TLSStream(TLSInfo, TLSWire):
         if self._recv_error is not None:
             self._raise_receive_error()
         return self._fill(view)
-
-    # --- done (send_eof) ----------------------------------------------------------------------
-
-    def _start_shutdown(self) -> None:
-        """Queue close_notify without letting OpenSSL discard unread application data.
-
-        ``SSLObject.unwrap`` calls ``SSL_shutdown`` twice, and the second call drops application
-        data it reads. So decrypted-but-unread bytes go to our pushback first, and undecrypted
-        ciphertext is kept out of OpenSSL's reach while it runs.
-        """
-        while self._ssl.pending():
-            self._pushback.extend(self._ssl.read(self._ssl.pending()))
-        saved = self._incoming.read()
-        try:
-            self._ssl.unwrap()
-        except ssl.SSLWantReadError:
-            pass
-        except ssl.SSLError as exc:
-            self._send_error = "TLS shutdown failed"
-            self._set(_SEND_BROKEN)
-            raise TLSError.from_ssl(exc, "close_notify failed") from exc
-        finally:
-            if saved:
-                self._incoming.write(saved)
-        self._set(_SEND_DONE)
-
-    async def _send_eof(self, deadline: float = FOREVER) -> None:
-        checked = check_deadline(deadline)
-        with self._send_conflict:
-            if self._flags & _SEND_DONE:
-                await trio.lowlevel.checkpoint()
-                return
-            if self._send_error is not None:
-                raise ConnectionBroken(self._send_error)
-            await trio.lowlevel.checkpoint_if_cancelled()
-            if not self._flags & _HANDSHOOK:
-                await self._handshake(checked)
-            self._start_shutdown()
-            await self._flush(checked)
-            await trio.lowlevel.cancel_shielded_checkpoint()
-
-    async def send_eof(self, deadline: float = FOREVER) -> None:
-        """Send close_notify (libdill's ``tls_done``); later sends raise :class:`SendAfterDone`.
-
-        Receiving keeps working until the peer's close_notify, when receives return ``b""``.
-        The stream below is not half-closed, so the connection can still be detached.
-        """
-        await super().send_eof(deadline)
-
-    # --- detach -------------------------------------------------------------------------------
-
-    async def detach(self, deadline: float = FOREVER) -> ByteStream:
-        """Shut TLS down cleanly and return the stream below (libdill's ``tls_detach``).
-
-        Sends close_notify if not done yet, reads until the peer's close_notify, and returns the
-        stream below with every byte that followed the peer's close_notify pushed back in front.
-        Unread application data is kept in :attr:`unread_data`. On any failure (deadline,
-        cancellation, EOF without close_notify) the whole stack is closed and the error raised.
-        """
-        await self._detach_handle(deadline)
-        return self._wire  # ``_below``, known to be a byte stream since attach
-
-    async def _detach_protocol(self, deadline: float) -> bytes:
-        checked = check_deadline(deadline)
-        with self._send_conflict, self._receive_conflict:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            if not self._flags & _HANDSHOOK:
-                await self._handshake(checked)
-            if not self._flags & _SEND_DONE:
-                if self._send_error is not None:
-                    raise ConnectionBroken(self._send_error)
-                self._start_shutdown()
-            await self._flush(checked)
-            unread = bytearray(self._pushback)
-            self._pushback.clear()
-            buffer = bytearray(DEFAULT_RECEIVE_SIZE)
-            with memoryview(buffer) as view:
-                while not self._flags & _RECV_EOF:
-                    if self._recv_error is not None:
-                        self._raise_receive_error()
-                    got = self._fill(view)
-                    if got:
-                        unread += view[:got]
-                    elif got is None and not await self._pull(checked, during="detach"):
-                        self._transport_eof()
-                        if self._https_compatible:
-                            raise ConnectionBroken("the peer closed without close_notify")
-            self.unread_data = bytes(unread)
-            self._keep_session()
-            return self._incoming.read()
-
-    async def unwrap(self) -> tuple[Any, bytes]:
-        """``trio.SSLStream.unwrap``: detach, and return ``(transport, trailing_bytes)``.
-
-        Unlike :meth:`detach`, the bytes that followed the peer's close_notify are returned
-        instead of pushed back. A wrapped foreign stream is returned as the original object.
-        """
-        below = await self.detach()
-        trailing = bytes(below._pushback)
-        below._pushback.clear()
-        return _given_stream(below), trailing
-
-    # --- close --------------------------------------------------------------------------------
-
-    def _keep_session(self) -> None:
-        """Hand a new resumable session to the client layer's cache (see TLSClientLayer).
-
-        A resumed connection keeps the cache as it is: CPython's ``SSLObject.session`` copies the
-        session through DER on every access (about as costly as a quarter of a handshake), and
-        OpenSSL servers accept a TLS 1.3 ticket more than once, so the cache is refreshed only
-        after a full handshake (or when the server stopped accepting the old session).
-        """
-        sink, self._session_sink = self._session_sink, None
-        if sink is None or self._ssl.session_reused:
-            return
-        session = self._ssl.session
-        if session is not None and (session.has_ticket or self._ssl.version() != "TLSv1.3"):
-            sink(session)
-
-    def _absorb_tickets(self) -> None:
-        """On close: process records already here, so a TLS 1.3 ticket is not thrown away.
-
-        Application data read here is discarded: the stream is being closed.
-        """
-        if self._session_sink is None:
-            return
-        if self._recv_error is None and not self._ssl.session_reused:
-            self._drained = False  # the ticket may have arrived since the last read: look
-            with contextlib.suppress(StackError, ssl.SSLError), memoryview(bytearray(4096)) as view:
-                for _ in range(8):
-                    if not self._fill(view):
-                        break
-        self._keep_session()
-
-    async def _close_resources(self) -> None:
-        # Forceful, but a peer that can still hear us gets a close_notify if it fits now (not
-        # in https_compatible mode, where trio.SSLStream sends none either).
-        try:
-            if self._flags & _HANDSHOOK and not self._server_side:
-                self._absorb_tickets()
-            polite = not self._flags & (_SEND_DONE | _SEND_BROKEN) and not self._https_compatible
-            if self._flags & _HANDSHOOK and polite:
-                with contextlib.suppress(ssl.SSLError):
-                    self._ssl.unwrap()
-                await self._flush_on_close()
-        finally:  # even when cancelled: closing must close
-            await super()._close_resources()

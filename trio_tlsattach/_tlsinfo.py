@@ -2,7 +2,11 @@
 
 :class:`TLSInfo` is a mixin of :class:`~trio_tlsattach._tls.TLSStream`. It only reads the
 ``ssl.SSLObject`` and the settings the stream was made with, never the wire, so none of it
-waits or fails once the stream exists; before the handshake most answers are None.
+waits. The methods ``trio.SSLStream`` forwards to ``ssl.SSLObject`` behave as there: those that
+only mean something once the handshake is done (``version()``, ``cipher()``,
+``get_channel_binding()``...) raise :class:`trio.NeedHandshakeError` before it, so code written
+for trio.SSLStream sees the same error. This package's own names (:attr:`TLSInfo.tls_version`,
+:attr:`TLSInfo.alpn`, :attr:`TLSInfo.peer_cert` and the typed attributes) are None instead.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import trio
+
 from ._base import TLSAttribute, TypedAttribute
+from ._tlswire import _HANDSHOOK
 
 __all__ = ["TLSInfo"]
 
@@ -27,6 +34,14 @@ class TLSInfo:
     _ssl: ssl.SSLObject
     _server_side: bool
     _pushback: bytearray
+    _flags: int
+
+    def _handshaken(self, name: str) -> ssl.SSLObject:
+        """The ``SSLObject``, for a method that needs the handshake done (trio.SSLStream's
+        ``_after_handshake`` list); :class:`trio.NeedHandshakeError` before it."""
+        if not self._flags & _HANDSHOOK:
+            raise trio.NeedHandshakeError(f"call do_handshake() before calling {name!r}")
+        return self._ssl
 
     @property
     def context(self) -> ssl.SSLContext:
@@ -82,41 +97,42 @@ class TLSInfo:
 
     @property
     def session_reused(self) -> bool:
-        """True when this connection resumed an earlier session."""
-        return self._ssl.session_reused
+        """True when this connection resumed an earlier session (after the handshake)."""
+        return self._handshaken("session_reused").session_reused
 
     def getpeercert(self, binary_form: bool = False) -> Any:
         """As ``ssl.SSLObject.getpeercert``."""
-        return self._ssl.getpeercert(binary_form)
+        return self._handshaken("getpeercert").getpeercert(binary_form)
 
     def selected_alpn_protocol(self) -> str | None:
         """As ``ssl.SSLObject.selected_alpn_protocol``."""
-        return self._ssl.selected_alpn_protocol()
+        return self._handshaken("selected_alpn_protocol").selected_alpn_protocol()
 
     def version(self) -> str | None:
         """As ``ssl.SSLObject.version``."""
-        return self._ssl.version()
+        return self._handshaken("version").version()
 
     def cipher(self) -> tuple[str, str, int] | None:
         """As ``ssl.SSLObject.cipher``: (name, protocol, secret bits)."""
-        return self._ssl.cipher()
+        return self._handshaken("cipher").cipher()
 
     def get_channel_binding(self, cb_type: str = "tls-unique") -> bytes | None:
         """As ``ssl.SSLObject.get_channel_binding``: for channel-bound authentication
-        (SCRAM-PLUS), None before the handshake."""
-        return self._ssl.get_channel_binding(cb_type)
+        (SCRAM-PLUS)."""
+        return self._handshaken("get_channel_binding").get_channel_binding(cb_type)
 
     def shared_ciphers(self) -> list[tuple[str, str, int]] | None:
         """As ``ssl.SSLObject.shared_ciphers``: the ciphers both ends offered (server side)."""
-        return self._ssl.shared_ciphers()
+        return self._handshaken("shared_ciphers").shared_ciphers()
 
     def compression(self) -> str | None:
         """As ``ssl.SSLObject.compression``: always None with OpenSSL 1.1 and later."""
-        return self._ssl.compression()
+        return self._handshaken("compression").compression()
 
     def selected_npn_protocol(self) -> str | None:
         """As ``ssl.SSLObject.selected_npn_protocol``: deprecated, always None (OpenSSL 3 has
         no NPN; ALPN replaced it, see :attr:`alpn`)."""
+        self._handshaken("selected_npn_protocol")
         warnings.warn("ssl NPN is deprecated, use ALPN instead", DeprecationWarning, stacklevel=2)
         return None
 

@@ -75,6 +75,7 @@ async def _attach(
             session=session,
         )
         tls._session_sink = session_sink
+        tls._dropin = False  # libdill's contract: forceful aclose, the stream below owned
     except BaseException:
         await close_shielded(below)
         raise

@@ -15,6 +15,7 @@ import http.server
 import os
 import secrets
 import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -25,8 +26,10 @@ from typing import Any
 
 import pytest
 import trio
+import trustme
 from python_socks import ProxyError
 from python_socks.async_.trio import Proxy
+from python_socks.async_.trio.v2 import Proxy as ProxyV2
 
 import trio_tlsattach as ta
 
@@ -157,6 +160,35 @@ async def test_python_socks_refused() -> None:
         with pytest.raises(ProxyError) as info:
             await proxy.connect("127.0.0.1", free_port(), timeout=TOOL_TIMEOUT)
         assert info.value.error_code == ta.SOCKS5_CONNECTION_REFUSED
+
+
+async def test_python_socks_over_tls_to_a_tls_target(
+    tls_server_cert: trustme.LeafCert, client_ssl_context: ssl.SSLContext
+) -> None:
+    # SOCKS over TLS with a client no one here wrote: python-socks (v2) speaks TLS to our
+    # proxy behind a TLSListener, then TLS to our TLS echo target through it (TLS in TLS, with
+    # Python's ssl on its side).
+    async def tls_echo(stream: trio.SocketStream) -> None:
+        async with await ta.tls_attach_server(stream, tls_server_cert, None, ta.after(5)) as tls:
+            while data := await tls.receive_some():
+                await tls.send_all(data)
+
+    async with trio.open_nursery() as nursery:
+        target = (await nursery.start(partial(trio.serve_tcp, tls_echo, 0, host="127.0.0.1")))[0]
+        raw, proxy_port = await tcp_listener()
+        listener = ta.TLSListener(raw, ta.TLSServerLayer(tls_server_cert))
+        await nursery.start(partial(ta.serve_socks5, listener, credentials=("bob", "pw")))
+        proxy = ProxyV2.from_url(
+            f"socks5://bob:pw@127.0.0.1:{proxy_port}", rdns=True, proxy_ssl=client_ssl_context
+        )
+        port = target.socket.getsockname()[1]
+        stream = await proxy.connect(
+            "localhost", port, dest_ssl=client_ssl_context, timeout=TOOL_TIMEOUT
+        )
+        await stream.write(b"TLS in TLS")
+        assert await stream.read_exactly(10) == b"TLS in TLS"
+        await stream.close()
+        nursery.cancel_scope.cancel()
 
 
 # -- our client through danted -------------------------------------------------------------------

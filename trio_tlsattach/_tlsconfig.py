@@ -5,9 +5,13 @@ Theory of operation
 libdill takes a certificate file and a key file; Trio users usually have an ``ssl.SSLContext``,
 and test suites have ``trustme`` objects. All of them end up as one ``SSLContext`` per distinct
 configuration, built once and cached: loading a chain and parsing a key per connection costs
-more than the handshake's own public-key operation. Cache keys are the file paths with their
-modification time and size (a renewed certificate is picked up), or a digest of PEM bytes;
-``trustme`` objects are cached by identity.
+more than the handshake's own public-key operation. Cache keys are the file paths with the
+files' identity (device, inode), modification time and size, taken by one ``stat`` per file
+and attach: a renewed certificate (rewritten in place, or a new file renamed over the old one,
+as certbot and ACME clients do) is picked up on the next attach, and a file that is gone or
+unreadable is EINVAL then, even if its context is cached. PEM bytes are keyed by their digest,
+``trustme`` objects by identity. The cache holds at most ``_CACHE_LIMIT`` contexts, the
+oldest going first (a renewal leaves the old entry to age out).
 
 Defaults are the secure ones: TLS 1.2 or newer, and a client verifies the server's certificate
 and its hostname (``ssl.create_default_context``). Anything that cannot be loaded is
@@ -50,12 +54,15 @@ def _new_context(purpose: ssl.Purpose) -> ssl.SSLContext:
     return ctx
 
 
-def _file_key(path: str) -> tuple[str, int, int]:
+def _file_key(path: str) -> tuple[str, int, int, int, int]:
+    """What identifies the content of the file at ``path`` now; EINVAL if it cannot be read."""
     try:
         st = os.stat(path)
+        if not os.access(path, os.R_OK):
+            raise PermissionError(13, "Permission denied")
     except OSError as exc:
         raise InvalidArgument(f"cannot read {path!r}: {exc.strerror}") from exc
-    return (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    return (os.path.abspath(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _refuse_password() -> bytes:

@@ -24,29 +24,34 @@ import trustme
 from _tls_helpers import receive_exactly
 
 import trio_tlsattach as ta
+from trio_tlsattach._cores.socks5 import encode_reply
 from trio_tlsattach._socks5 import credentials_checker
 from trio_tlsattach._socks5proxy import reply_for
 
-Client = Callable[[ta.ByteStream, str | None, str | None], Awaitable[ta.ByteStream]]
+Pair = tuple[ta.SocketTransport, ta.SocketTransport]
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[Pair]:
+    """Two connected socket transports (client end, proxy end), closed at the end."""
+    c, p = ta.socketpair()
+    async with c, p:
+        yield c, p
+
+
 CREDENTIALS = pytest.mark.parametrize(
     ("user", "password"), [(None, None), ("user", "pass")], ids=["noauth", "userpass"]
 )
+# How libdill's test client names the target: by ipaddr, or by a string (an IP or a name).
+HOW = {"ipv4": "127.0.0.1", "ipv6": "::1", "ipstring": "127.0.0.1", "name": "localhost"}
 
 
-async def by_ipv4(s: ta.ByteStream, user: str | None, password: str | None) -> ta.ByteStream:
-    return await ta.socks5_client_connect(s, user, password, ("127.0.0.1", 5555), ta.after(5))
-
-
-async def by_ipv6(s: ta.ByteStream, user: str | None, password: str | None) -> ta.ByteStream:
-    return await ta.socks5_client_connect(s, user, password, ("::1", 5555, 0, 0), ta.after(5))
-
-
-async def by_ipstring(s: ta.ByteStream, user: str | None, password: str | None) -> ta.ByteStream:
-    return await ta.socks5_client_connectbyname(s, user, password, "127.0.0.1", 5555, ta.after(5))
-
-
-async def by_name(s: ta.ByteStream, user: str | None, password: str | None) -> ta.ByteStream:
-    return await ta.socks5_client_connectbyname(s, user, password, "localhost", 5555, ta.after(5))
+async def connect(
+    s: ta.ByteStream, user: str | None, password: str | None, how: str
+) -> ta.ByteStream:
+    if how in ("ipv4", "ipv6"):
+        return await ta.socks5_client_connect(s, user, password, (HOW[how], 5555), ta.after(5))
+    return await ta.socks5_client_connectbyname(s, user, password, HOW[how], 5555, ta.after(5))
 
 
 def auth_fn_for(user: str | None, password: str | None) -> Callable[[str, str], bool] | None:
@@ -57,19 +62,14 @@ def auth_fn_for(user: str | None, password: str | None) -> Callable[[str, str], 
 
 
 @CREDENTIALS
-@pytest.mark.parametrize("client", [by_ipv4, by_ipv6, by_ipstring, by_name])
+@pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("byname", [False, True], ids=["proxy_byaddr", "proxy_byname"])
 async def test_libdill_matrix(
-    client: Client, byname: bool, user: str | None, password: str | None
+    how: str, byname: bool, user: str | None, password: str | None
 ) -> None:
     c, p = ta.socketpair()
-    targets: dict[Client, str] = {
-        by_ipv4: "127.0.0.1",
-        by_ipv6: "::1",
-        by_ipstring: "127.0.0.1",
-        by_name: "localhost" if byname else "127.0.0.1",  # recvcommand resolves, IPv4 first
-    }
-    expected = targets[client]
+    # recvcommand resolves a name, IPv4 first, as libdill does
+    expected = "127.0.0.1" if how == "name" and not byname else HOW[how]
 
     async def proxy() -> None:
         assert await ta.socks5_proxy_auth(p, auth_fn_for(user, password), ta.after(1)) == user
@@ -84,7 +84,7 @@ async def test_libdill_matrix(
 
     async with c, p, trio.open_nursery() as nursery:
         nursery.start_soon(proxy)
-        s = await client(c, user, password)
+        s = await connect(c, user, password, how)
         assert s is c  # the same stream, now a tunnel
         await s.send_all(b"hello")
         assert await s.receive_some(5) == b"olleh"
@@ -93,35 +93,33 @@ async def test_libdill_matrix(
 # -- no byte lost --------------------------------------------------------------------------------
 
 
-async def test_early_bytes_are_pushed_back_on_both_ends() -> None:
-    c, p = ta.socketpair()
-    async with c, p:
-        # The client pipelines its greeting, request and first tunnel bytes in one write (as an
-        # optimistic client does); the proxy answers with its reply and data in one write.
-        await c.send_all(b"\x05\x01\x00" + b"\x05\x01\x00\x01\x7f\x00\x00\x01\x00\x50GET /")
-        assert await ta.socks5_proxy_auth(p, None) is None
-        assert await ta.socks5_proxy_recvcommand(p) == (1, ("127.0.0.1", 80))
-        assert await p.receive_some() == b"GET /"
-        # (socks5_proxy_auth already answered 05 00 to the greeting.)
-        await p.send_all(ta._cores.socks5.encode_reply(0) + b"HTTP/1.1 200")
-        s = await ta.socks5_client_connect(c, None, None, ("127.0.0.1", 80))
-        assert await s.receive_some() == b"HTTP/1.1 200"
+async def test_early_bytes_are_pushed_back_on_both_ends(pair: Pair) -> None:
+    c, p = pair
+    # The client pipelines its greeting, request and first tunnel bytes in one write (as an
+    # optimistic client does); the proxy answers with its reply and data in one write.
+    await c.send_all(b"\x05\x01\x00" + b"\x05\x01\x00\x01\x7f\x00\x00\x01\x00\x50GET /")
+    assert await ta.socks5_proxy_auth(p, None) is None
+    assert await ta.socks5_proxy_recvcommand(p) == (1, ("127.0.0.1", 80))
+    assert await p.receive_some() == b"GET /"
+    # (socks5_proxy_auth already answered 05 00 to the greeting.)
+    await p.send_all(encode_reply(0) + b"HTTP/1.1 200")
+    s = await ta.socks5_client_connect(c, None, None, ("127.0.0.1", 80))
+    assert await s.receive_some() == b"HTTP/1.1 200"
 
 
-async def test_immediate_deadline_succeeds_when_everything_is_already_there() -> None:
-    c, p = ta.socketpair()
-    async with c, p:
-        await p.send_all(b"\x05\x02\x01\x00" + ta._cores.socks5.encode_reply(0, "::1", 7))
-        s = await ta.socks5_client_connectbyname(c, "u", "p", "example.org", 443, ta.IMMEDIATE)
-        assert s is c
-        wire = await p.receive_some()
-        assert wire == b"\x05\x02\x00\x02\x01\x01u\x01p\x05\x01\x00\x03\x0bexample.org\x01\xbb"
+async def test_immediate_deadline_succeeds_when_everything_is_already_there(pair: Pair) -> None:
+    c, p = pair
+    await p.send_all(b"\x05\x02\x01\x00" + encode_reply(0, "::1", 7))
+    s = await ta.socks5_client_connectbyname(c, "u", "p", "example.org", 443, ta.IMMEDIATE)
+    assert s is c
+    wire = await p.receive_some()
+    assert wire == b"\x05\x02\x00\x02\x01\x01u\x01p\x05\x01\x00\x03\x0bexample.org\x01\xbb"
 
 
 async def test_trio_stream_is_wrapped_for_the_client_only() -> None:
     a, b = trio.testing.memory_stream_pair()
     peer = ta.StreamTransport(b)
-    await peer.send_all(b"\x05\x00" + ta._cores.socks5.encode_reply(0))
+    await peer.send_all(b"\x05\x00" + encode_reply(0))
     s = await ta.socks5_client_connect(a, None, None, ("10.0.0.1", 1), ta.after(1))
     assert isinstance(s, ta.StreamTransport)
     with pytest.raises(ta.InvalidArgument, match="wrap_stream"):
@@ -186,13 +184,12 @@ async def test_refused_authentication_is_eacces_on_both_ends(
         assert exc.errno == errno.EACCES
 
 
-async def test_proxy_without_auth_refuses_a_client_that_only_offers_passwords() -> None:
-    c, p = ta.socketpair()
-    async with c, p:
-        await c.send_all(b"\x05\x01\x02")
-        with pytest.raises(ta.SOCKS5AuthFailed, match="not 0"):
-            await ta.socks5_proxy_auth(p, None)
-        assert await c.receive_some() == b"\x05\xff"
+async def test_proxy_without_auth_refuses_a_client_that_only_offers_passwords(pair: Pair) -> None:
+    c, p = pair
+    await c.send_all(b"\x05\x01\x02")
+    with pytest.raises(ta.SOCKS5AuthFailed, match="not 0"):
+        await ta.socks5_proxy_auth(p, None)
+    assert await c.receive_some() == b"\x05\xff"
 
 
 async def test_client_with_credentials_accepts_a_proxy_without_auth_and_async_auth_fn() -> None:
@@ -222,46 +219,45 @@ async def test_client_with_credentials_accepts_a_proxy_without_auth_and_async_au
         assert await c.receive_some() == b"\x05\x02\x01\x00"
 
 
-@pytest.mark.parametrize(
-    ("reply", "code"),
-    [
-        (ta.SOCKS5_GENERAL_FAILURE, errno.EIO),
-        (ta.SOCKS5_CONNECTION_NOT_ALLOWED, errno.EACCES),
-        (ta.SOCKS5_NETWORK_UNREACHABLE, errno.ENETUNREACH),
-        (ta.SOCKS5_HOST_UNREACHABLE, errno.EHOSTUNREACH),
-        (ta.SOCKS5_CONNECTION_REFUSED, errno.ECONNREFUSED),
-        (ta.SOCKS5_TTL_EXPIRED, errno.ETIMEDOUT),
-        (ta.SOCKS5_COMMAND_NOT_SUPPORTED, errno.ENOTSUP),
-        (ta.SOCKS5_ADDRESS_TYPE_NOT_SUPPORTED, errno.EAFNOSUPPORT),
-    ],
-)
-async def test_refused_request_has_libdills_errno(reply: int, code: int) -> None:
-    c, p = ta.socketpair()
-    async with c, p:
-        await p.send_all(b"\x05\x00")
-        await ta.socks5_proxy_sendreply(p, reply)
-        with pytest.raises(ta.SOCKS5ReplyError) as info:
-            await ta.socks5_client_connect(c, None, None, ("127.0.0.1", 1), ta.after(1))
-        assert (info.value.errno, info.value.reply) == (code, reply)
+REPLY_ERRNOS = {
+    ta.SOCKS5_GENERAL_FAILURE: errno.EIO,
+    ta.SOCKS5_CONNECTION_NOT_ALLOWED: errno.EACCES,
+    ta.SOCKS5_NETWORK_UNREACHABLE: errno.ENETUNREACH,
+    ta.SOCKS5_HOST_UNREACHABLE: errno.EHOSTUNREACH,
+    ta.SOCKS5_CONNECTION_REFUSED: errno.ECONNREFUSED,
+    ta.SOCKS5_TTL_EXPIRED: errno.ETIMEDOUT,
+    ta.SOCKS5_COMMAND_NOT_SUPPORTED: errno.ENOTSUP,
+    ta.SOCKS5_ADDRESS_TYPE_NOT_SUPPORTED: errno.EAFNOSUPPORT,
+}
 
 
 @pytest.mark.parametrize(
-    ("answer", "match"),
+    ("answer", "code", "match"),
     [
-        (b"\x04\x00", "version byte 0x04"),
-        (b"\x05\x02", "not offered"),
-        (b"\x05\x00\x04", "version byte 0x04"),
-        (b"\x05\x00\x05\x09\x00\x01\x00\x00\x00\x00\x00\x00", "unknown code 0x09"),
-        (b"\x05\x00\x05\x00\x01", "reserved byte"),
+        *(
+            (b"\x05\x00" + encode_reply(r), code, "proxy replied")
+            for r, code in REPLY_ERRNOS.items()
+        ),
+        (b"\x04\x00", errno.EPROTO, "version byte 0x04"),
+        (b"\x05\x02", errno.EPROTO, "not offered"),
+        (b"\x05\x00\x04", errno.EPROTO, "version byte 0x04"),
+        (b"\x05\x00\x05\x09\x00\x01" + bytes(6), errno.EPROTO, "unknown code 0x09"),
+        (b"\x05\x00\x05\x00\x01", errno.EPROTO, "reserved byte"),
     ],
 )
-async def test_malformed_proxy_answer_is_eproto(answer: bytes, match: str) -> None:
-    c, p = ta.socketpair()
-    async with c, p:
-        await p.send_all(answer)
-        with pytest.raises(ta.SOCKS5ProtocolError, match=match) as info:
-            await ta.socks5_client_connect(c, None, None, ("127.0.0.1", 1), ta.after(1))
-        assert info.value.errno == errno.EPROTO
+async def test_refused_or_malformed_answer_has_libdills_errno(
+    answer: bytes, code: int, match: str, pair: Pair
+) -> None:
+    c, p = pair
+    await p.send_all(answer)
+    with pytest.raises(ta.StackError, match=match) as info:
+        await ta.socks5_client_connect(c, None, None, ("127.0.0.1", 1), ta.after(1))
+    assert info.value.errno == code
+    if isinstance(info.value, ta.SOCKS5ReplyError):
+        assert REPLY_ERRNOS[info.value.reply] == code
+    else:
+        assert isinstance(info.value, ta.SOCKS5ProtocolError)
+        assert code == errno.EPROTO
 
 
 @pytest.mark.parametrize(
@@ -273,15 +269,14 @@ async def test_malformed_proxy_answer_is_eproto(answer: bytes, match: str) -> No
     ],
 )
 async def test_bad_request_is_eproto_with_the_reply_to_send(
-    request_: bytes, reply: int | None, match: str
+    request_: bytes, reply: int | None, match: str, pair: Pair
 ) -> None:
-    c, p = ta.socketpair()
-    async with c, p:
-        await c.send_all(request_)
-        with pytest.raises(ta.SOCKS5ProtocolError, match=match) as info:
-            await ta.socks5_proxy_recvcommandbyname(p, ta.after(1))
-        assert info.value.errno == errno.EPROTO
-        assert info.value.reply == reply
+    c, p = pair
+    await c.send_all(request_)
+    with pytest.raises(ta.SOCKS5ProtocolError, match=match) as info:
+        await ta.socks5_proxy_recvcommandbyname(p, ta.after(1))
+    assert info.value.errno == errno.EPROTO
+    assert info.value.reply == reply
 
 
 async def test_bad_greeting_version_is_eproto_and_eof_is_econnreset() -> None:
@@ -321,15 +316,14 @@ async def test_bad_greeting_version_is_eproto_and_eof_is_econnreset() -> None:
     ],
 )
 async def test_bad_arguments_are_einval_before_any_io(
-    call: Callable[[ta.ByteStream], Awaitable[object]],
+    call: Callable[[ta.ByteStream], Awaitable[object]], pair: Pair
 ) -> None:
-    c, p = ta.socketpair()
-    async with c, p:
-        with pytest.raises(ta.InvalidArgument) as info:
-            await call(c)
-        assert info.value.errno == errno.EINVAL
-        await c.send_eof()
-        assert await p.receive_some() == b""  # nothing was sent
+    c, p = pair
+    with pytest.raises(ta.InvalidArgument) as info:
+        await call(c)
+    assert info.value.errno == errno.EINVAL
+    await c.send_eof()
+    assert await p.receive_some() == b""  # nothing was sent
 
 
 async def test_wrong_handles() -> None:
@@ -348,15 +342,16 @@ async def test_wrong_handles() -> None:
 # -- deadlines (mock clock) ----------------------------------------------------------------------
 
 
-async def test_deadline_on_a_silent_proxy(autojump_clock: trio.testing.MockClock) -> None:
-    c, p = ta.socketpair()
-    async with c, p:
-        start = trio.current_time()
-        with pytest.raises(ta.DeadlineExceeded) as info:
-            await ta.socks5_client_connectbyname(c, None, None, "h", 1, ta.after(7))
-        assert info.value.errno == errno.ETIMEDOUT
-        assert trio.current_time() - start == pytest.approx(7)
-        assert await p.receive_some() == b"\x05\x01\x00"
+async def test_deadline_on_a_silent_proxy(
+    autojump_clock: trio.testing.MockClock, pair: Pair
+) -> None:
+    c, p = pair
+    start = trio.current_time()
+    with pytest.raises(ta.DeadlineExceeded) as info:
+        await ta.socks5_client_connectbyname(c, None, None, "h", 1, ta.after(7))
+    assert info.value.errno == errno.ETIMEDOUT
+    assert trio.current_time() - start == pytest.approx(7)
+    assert await p.receive_some() == b"\x05\x01\x00"
 
 
 async def test_one_deadline_covers_a_dribbling_client(
@@ -435,50 +430,23 @@ async def test_proxy_connects_and_relays(host: str) -> None:
         assert await through_proxy(client, ("u", "p")) == (None, None, [100_000, 100_000])
 
 
-async def test_proxy_reports_the_bound_address() -> None:
-    async with echo_target() as port:
-        c, p = ta.socketpair()
-        async with c, p, trio.open_nursery() as nursery:
-            nursery.start_soon(
-                lambda: ta.socks5_proxy_connection(
-                    p, credentials=None, connect_deadline=ta.after(5), counts=[0, 0]
-                )
-            )
-            await c.send_all(
-                b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + port.to_bytes(2, "big")
-            )
-            answer = await receive_exactly(c, 12)
-            assert answer[:2] == b"\x05\x00"
-            assert answer[2:7] == b"\x05\x00\x00\x01\x7f"  # success, bound on 127.x
-            assert int.from_bytes(answer[-2:], "big") not in (0, port)
-            await c.send_eof()
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+NOT_SUPPORTED, BAD_TYPE = ta.SOCKS5_COMMAND_NOT_SUPPORTED, ta.SOCKS5_ADDRESS_TYPE_NOT_SUPPORTED
+TO_127 = b"\x00\x01\x7f\x00\x00\x01\x00\x50"  # RSV, ATYP, 127.0.0.1, port 80
+
+
 @pytest.mark.parametrize(
     ("request_", "reply", "error"),
     [
-        (
-            b"\x05\x02\x00\x01\x7f\x00\x00\x01\x00\x50",
-            ta.SOCKS5_COMMAND_NOT_SUPPORTED,
-            ta.NotSupported,
-        ),
-        (
-            b"\x05\x03\x00\x01\x7f\x00\x00\x01\x00\x50",
-            ta.SOCKS5_COMMAND_NOT_SUPPORTED,
-            ta.NotSupported,
-        ),
-        (
-            b"\x05\x09\x00\x01\x7f\x00\x00\x01\x00\x50",
-            ta.SOCKS5_COMMAND_NOT_SUPPORTED,
-            ta.SOCKS5ProtocolError,
-        ),
-        (b"\x05\x01\x00\x02\x00", ta.SOCKS5_ADDRESS_TYPE_NOT_SUPPORTED, ta.SOCKS5ProtocolError),
+        (b"\x05\x02" + TO_127, NOT_SUPPORTED, ta.NotSupported),
+        (b"\x05\x03" + TO_127, NOT_SUPPORTED, ta.NotSupported),
+        (b"\x05\x09" + TO_127, NOT_SUPPORTED, ta.SOCKS5ProtocolError),
+        (b"\x05\x01\x00\x02\x00", BAD_TYPE, ta.SOCKS5ProtocolError),
     ],
     ids=["bind", "udp-associate", "unknown-command", "unknown-address-type"],
 )
@@ -495,7 +463,7 @@ async def test_proxy_answers_what_it_cannot_serve(
     client_error, proxy_error, _ = await through_proxy(client)
     assert client_error is None
     assert isinstance(proxy_error, error)
-    assert b"".join(answers) == b"\x05\x00" + ta._cores.socks5.encode_reply(reply)
+    assert b"".join(answers) == b"\x05\x00" + encode_reply(reply)
 
 
 async def test_proxy_refusals_reach_the_client_as_its_errno(
@@ -537,7 +505,9 @@ async def test_proxy_refusals_reach_the_client_as_its_errno(
         trio.socket.set_custom_hostname_resolver(None)
 
 
-async def test_proxy_ends_an_idle_relay(autojump_clock: trio.testing.MockClock) -> None:
+async def test_proxy_reports_the_bound_address_and_ends_an_idle_relay(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with echo_target() as port:
         c, p = ta.socketpair()
         async with c, p:
@@ -557,7 +527,10 @@ async def test_proxy_ends_an_idle_relay(autojump_clock: trio.testing.MockClock) 
                 )
             assert trio.current_time() - start == pytest.approx(30, abs=0.1)
             assert counts == [4, 4]
-            assert (await receive_exactly(c, 16))[-4:] == b"ping"
+            answer = await receive_exactly(c, 16)
+            assert answer[:7] == b"\x05\x00\x05\x00\x00\x01\x7f"  # success, bound on 127.x
+            assert int.from_bytes(answer[10:12], "big") not in (0, port)
+            assert answer[12:] == b"ping"
 
 
 def test_error_classes() -> None:

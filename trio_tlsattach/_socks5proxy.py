@@ -173,7 +173,9 @@ async def serve_socks5(
     ``listener``: a ``trio.SocketListener`` (plain SOCKS5) or a :class:`TLSListener` (SOCKS
     over TLS; its handshakes run concurrently and failed ones only cost a log line).
     ``connect_timeout``: seconds each client gets from its first byte to the SUCCESS reply.
-    ``max_connections``: live connections at most; one more is closed at once with a log line.
+    ``max_connections``: live connections at most; one more is closed at once with a log line
+    (behind a :class:`TLSListener` this counts after the handshake: give the listener a
+    ``pool=StateBlockPool(n)`` to bound the handshakes too, as ``tlsattach serve`` does).
     ``idle_timeout``: as in :func:`socks5_proxy_connection`.
     Every connection ends with one log line: peer, target, bytes each way, duration, outcome.
     """

@@ -33,6 +33,7 @@ __all__ = [
     "NotSupported",
     "OutOfStateBlocks",
     "ProtocolMismatch",
+    "ProtocolViolation",
     "SendAfterDone",
     "StackError",
     "TLSError",
@@ -123,8 +124,24 @@ class ProtocolMismatch(StackError, TypeError):
     default_errno = _errno.EPROTO
 
 
+class ProtocolViolation(StackError, trio.BrokenResourceError):
+    """EPROTO: the peer broke the protocol of a layer (TLS, WebSocket, HTTP, SOCKS5).
+
+    Each layer raises its own subclass (:class:`TLSError`, ``WebSocketError``,
+    ``HTTPProtocolError``, ``SOCKS5ProtocolError``) with the details of its protocol; catch
+    this class to handle any of them, or ``trio.BrokenResourceError`` as for any broken stream::
+
+        try:
+            request = await http.receive_request()
+        except ProtocolViolation:
+            await http.aclose()   # the peer speaks something else
+    """
+
+    default_errno = _errno.EPROTO
+
+
 @final
-class TLSError(StackError, trio.BrokenResourceError):
+class TLSError(ProtocolViolation):
     """EPROTO: the TLS handshake failed, a record was bad, or the peer sent an alert.
 
     ``__cause__`` is the :class:`ssl.SSLError` when there was one; :attr:`reason` is

@@ -59,6 +59,7 @@ from .._errors import (
     ConnectionBroken,
     InvalidArgument,
     InvalidArgumentType,
+    ProtocolViolation,
     SendAfterDone,
     StackError,
 )
@@ -117,12 +118,10 @@ class HTTPHeadError(StackError):
 
 
 @final
-class HTTPProtocolError(HTTPHeadError):
+class HTTPProtocolError(HTTPHeadError, ProtocolViolation):
     """EPROTO: the peer's head is malformed (start line, a field, framing fields, no Host...);
     ``status_hint`` 400, or 501 for a Transfer-Encoding h11 does not support. h11's exception
-    is the ``__cause__``."""
-
-    default_errno = _errno.EPROTO
+    is the ``__cause__``. Also a :class:`ProtocolViolation`, so a ``trio.BrokenResourceError``."""
 
 
 @final

@@ -55,13 +55,17 @@ raises it; what a refusal means in errnos is the business of ``_socks5``, libdil
 from __future__ import annotations
 
 import enum
-import errno as _errno
 import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Final, final
 
-from .._errors import ConnectionBroken, InvalidArgument, InvalidArgumentType, StackError
+from .._errors import (
+    ConnectionBroken,
+    InvalidArgument,
+    InvalidArgumentType,
+    ProtocolViolation,
+)
 from ._common import (
     NEED_DATA,
     BytesLike,
@@ -113,18 +117,16 @@ _ADDRESS_LENGTHS: Final = {ATYP_IPV4: 4, ATYP_IPV6: 16}
 
 
 @final
-class SOCKS5ProtocolError(StackError):
+class SOCKS5ProtocolError(ProtocolViolation):
     """EPROTO: the peer broke the SOCKS5 protocol (bad version byte, reserved byte, malformed
     message, a method that was not offered, an unknown command or address type).
 
-    The connection is of no further use (close it); the class derives from no Trio exception
-    because the sans-IO core that raises it imports no Trio.
+    The connection is of no further use (close it). A :class:`ProtocolViolation`, so also a
+    ``trio.BrokenResourceError``.
 
     :attr:`reply` is the reply code a proxy should still send before closing (07 for an
     unknown command, 08 for an unknown address type), or ``None`` when no reply is due.
     """
-
-    default_errno = _errno.EPROTO
 
     def __init__(self, message: str = "", *, reply: int | None = None) -> None:
         super().__init__(message)

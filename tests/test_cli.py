@@ -83,12 +83,18 @@ def read_line(stream: IO[bytes], what: str) -> str:
 class Serve:
     """A running ``tlsattach serve`` on a free port, with the lines it printed."""
 
-    def __init__(self, *args: str, command: list[str] | None = None, stdin: Any = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        command: list[str] | None = None,
+        stdin: Any = None,
+        stderr: Any = subprocess.PIPE,  # DEVNULL or a file when the log may outgrow a pipe
+    ) -> None:
         self.proc = subprocess.Popen(
             command or [*CLI, "serve", "--listen", "127.0.0.1:0", *args],
             stdin=stdin,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
             bufsize=0,
         )
         assert self.proc.stdout is not None
@@ -115,7 +121,7 @@ class Serve:
             assert then()
         _, err = self.proc.communicate(timeout=TIMEOUT)
         assert self.proc.returncode == 0, err
-        return err.decode()
+        return err.decode() if err is not None else ""
 
 
 @pytest.fixture

@@ -42,9 +42,9 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import trio
-import trustme
 
 from ._base import StackAttribute
+from ._clicommon import self_signed
 from ._deadline import after
 from ._errors import StackError
 from ._listener import TLSListener, fit_fd_limit
@@ -160,17 +160,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def _self_signed(directory: str) -> tuple[str, str]:
-    """A localhost certificate made in memory; returns (cert+key PEM path, CA PEM path)."""
-    ca = trustme.CA()
-    leaf = ca.issue_cert("localhost", "127.0.0.1", "::1")
-    ca_path = os.path.join(directory, "ca.pem")
-    leaf_path = os.path.join(directory, "server.pem")  # workers load the same certificate
-    ca.cert_pem.write_to_path(ca_path)
-    leaf.private_key_and_cert_chain_pem.write_to_path(leaf_path)
-    return leaf_path, ca_path
 
 
 async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:
@@ -320,7 +309,7 @@ def _print_banner(bound: str, backend: Endpoint, ca_path: str | None) -> None:
 async def _serve(args: argparse.Namespace, workdir: str) -> int:
     ca_path = None
     if not args.cert:
-        args.cert, ca_path = _self_signed(workdir)
+        args.cert, ca_path = self_signed(workdir)
     layer = TLSServerLayer(args.cert, args.key, alpn=args.alpn)
     backend: Endpoint = args.backend
     open_far, idle = _opener(args), args.idle_timeout or None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
+
+import pytest
 
 from trio_tlsattach._cores import END_OF_STREAM, NEED_DATA
 from trio_tlsattach._errors import MessageTooLarge
@@ -79,3 +81,10 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     """``data`` cut at the given offsets."""
     points = [0, *sorted(cuts), len(data)]
     return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+Chunker = Callable[[bytes], list[bytes]]
+"""How a test cuts its input: whole, or one byte at a time."""
+
+CHUNKERS = pytest.mark.parametrize("chunker", [lambda b: [b], bytewise], ids=["whole", "bytewise"])
+"""Run a core test with its input fed whole and one byte at a time (h11/wsproto style)."""

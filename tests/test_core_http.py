@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import errno
 import pickle
-from collections.abc import Callable
 
 import pytest
-from _core_helpers import bytewise, split
+from _core_helpers import CHUNKERS, Chunker, split
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,9 +26,6 @@ from trio_tlsattach._cores.http import (
     StatusLine,
 )
 from trio_tlsattach._errors import ConnectionBroken, InvalidArgument, SendAfterDone, StackError
-
-Chunker = Callable[[bytes], list[bytes]]
-CHUNKERS = pytest.mark.parametrize("chunker", [lambda b: [b], bytewise], ids=["whole", "bytewise"])
 
 REQUEST = b"GET /index.html?q=1 HTTP/1.1\r\nHost: example.org\r\nX-Long:  a b  \r\n\r\n"
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
 
 import pytest
-from _core_helpers import bytewise, split, state_of
+from _core_helpers import CHUNKERS, Chunker, bytewise, split, state_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -41,9 +40,6 @@ from trio_tlsattach._cores.socks5 import (
     encode_reply,
 )
 from trio_tlsattach._errors import ConnectionBroken, InvalidArgument
-
-Chunker = Callable[[bytes], list[bytes]]
-CHUNKERS = pytest.mark.parametrize("chunker", [lambda b: [b], bytewise], ids=["whole", "bytewise"])
 
 
 def deliver(core: SOCKS5Core, wire: bytes, chunker: Chunker) -> object:

@@ -61,6 +61,7 @@ from ._tunnel import (
     parse_address,
     parse_endpoint,
     pump,
+    reset,
 )
 
 __all__ = ["main"]
@@ -268,6 +269,8 @@ async def _tunnel(
         how = _failure(exc)
     finally:
         log.info("%s", _connection_line(tls, started, counts, how))
+    if how != "clean":  # not a close_notify: the client must not take a cut stream as whole
+        await reset(tls)
 
 
 async def _until_signal(run: Callable[[], Awaitable[object]]) -> None:

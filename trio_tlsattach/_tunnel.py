@@ -18,6 +18,12 @@ Two deadlines keep a stuck peer from holding a connection (and its state block) 
 way (one cancel scope whose deadline moves forward; a stalled write counts as idle too, since
 nothing moves). Both end the connection with :class:`DeadlineExceeded`, which the tunnel logs
 as that connection's one line.
+
+When a connection fails (a backend that died, refused, or never answered; a deadline), the
+tunnel does not end the client's side with a close_notify: that would tell the client the
+stream ended where the sender meant it to, and a cut response would pass for a whole one.
+:func:`reset` closes the TCP connection with a RST instead (what stunnel's ``reset = yes``
+does), so the client sees an error.
 """
 
 from __future__ import annotations
@@ -26,13 +32,15 @@ import contextlib
 import math
 import os
 import shlex
+import socket
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, final
 
 import trio
 
-from ._base import ByteStream
+from ._base import ByteStream, Handle, close_shielded
 from ._deadline import FOREVER, check_deadline
 from ._errors import DeadlineExceeded, InvalidArgument, NotSupported, StackError
 from ._transports import StreamTransport, open_pipe, open_tcp, open_unix
@@ -47,6 +55,7 @@ __all__ = [
     "parse_address",
     "parse_endpoint",
     "pump",
+    "reset",
 ]
 
 CHUNK = 65536
@@ -276,3 +285,27 @@ def describe(value: Any) -> str:
         host = str(value[0])
         return f"[{host}]:{value[1]}" if ":" in host else f"{host}:{value[1]}"
     return str(value) if value else "-"
+
+
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
+
+
+async def reset(stream: Any) -> None:
+    """Close the connection under a TLS stream with no close_notify (a RST on TCP).
+
+    The client learns the stream was cut (ECONNRESET, or an EOF without close_notify on a
+    Unix socket or pipe) instead of a clean end. The TLS stream itself still has to be closed
+    (that releases its state block); it then has nothing to send on.
+    """
+    below = stream.transport_stream
+    if below is None:  # detached or closed already
+        return
+    sock = getattr(below, "socket", None)  # ours are stdlib sockets, trio's trio sockets
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    if isinstance(below, Handle):
+        await close_shielded(below)
+    else:
+        with trio.CancelScope(shield=True):
+            await below.aclose()

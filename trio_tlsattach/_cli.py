@@ -225,11 +225,15 @@ def _stdio_blocking_restored() -> Iterator[None]:
                 os.set_blocking(fd, blocking)
 
 
-def _connection_line(tls: TLSStream, started: float, counts: list[int], how: str) -> str:
+def _peer(tls: TLSStream) -> str:
+    """The peer's address, read at the start (a socket the peer reset no longer knows it)."""
     try:
-        peer = describe(tls.extra(StackAttribute.remote_address, None))
+        return describe(tls.extra(StackAttribute.remote_address, None))
     except OSError:
-        peer = "-"
+        return "-"
+
+
+def _connection_line(tls: TLSStream, peer: str, started: float, counts: list[int], how: str) -> str:
     cipher = tls.cipher()
     return (
         f"{peer} {tls.version() or '-'} {cipher[0] if cipher else '-'} alpn={tls.alpn or '-'} "
@@ -255,7 +259,7 @@ async def _tunnel(
     tls: TLSStream, open_far: Callable[[], Awaitable[Any]] | None, idle: float | None = None
 ) -> None:
     """Pump one TLS connection to its other side (echo when ``open_far`` is None); log it."""
-    started = time.monotonic()
+    started, peer = time.monotonic(), _peer(tls)
     counts = [0, 0]  # in = from the TLS peer, out = to the TLS peer
     how = "shutdown"  # what we report if we are cancelled
     try:
@@ -268,7 +272,7 @@ async def _tunnel(
     except STREAM_ERRORS as exc:
         how = _failure(exc)
     finally:
-        log.info("%s", _connection_line(tls, started, counts, how))
+        log.info("%s", _connection_line(tls, peer, started, counts, how))
     if how != "clean":  # not a close_notify: the client must not take a cut stream as whole
         await reset(tls)
 
@@ -441,7 +445,7 @@ async def _connect(args: argparse.Namespace) -> int:
             await near.aclose()
             log.warning("%s: %s", endpoint, exc)
             return False
-        started, counts, how = time.monotonic(), [0, 0], "shutdown"
+        started, peer, counts, how = time.monotonic(), _peer(tls), [0, 0], "shutdown"
         async with tls, near:
             try:
                 await pump(tls, near, counts)  # type: ignore[arg-type]
@@ -449,7 +453,7 @@ async def _connect(args: argparse.Namespace) -> int:
             except STREAM_ERRORS as exc:
                 how = _failure(exc)
             finally:
-                log.info("%s", _connection_line(tls, started, counts, how))
+                log.info("%s", _connection_line(tls, peer, started, counts, how))
         return how == "clean"
 
     if args.listen is None:

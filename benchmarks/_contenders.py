@@ -42,6 +42,9 @@ def _cert_dir() -> str:
         leaf = ca.issue_cert("localhost")
         ca.cert_pem.write_to_path(os.path.join(directory, "ca.pem"))
         leaf.private_key_and_cert_chain_pem.write_to_path(os.path.join(directory, "leaf.pem"))
+        # The same certificate and key as separate files, for libdill's file-path call.
+        leaf.cert_chain_pems[0].write_to_path(os.path.join(directory, "cert.pem"))
+        leaf.private_key_pem.write_to_path(os.path.join(directory, "key.pem"))
         os.environ["TLSATTACH_BENCH_CERTS"] = directory
     return directory
 
@@ -282,6 +285,51 @@ class Sender:
     def cpu_seconds(self) -> float:
         """The CPU time of the child's send loop (NaN if it did not finish), after ``join``."""
         return float(self._cpu.recv()) if self._cpu.poll() else float("nan")
+
+
+# --- handshake clients in a child process -----------------------------------------------------
+
+
+async def _trio_handshake_clients(address: Address, count: int) -> None:
+    """``count`` trio.SSLStream clients one after the other: connect, handshake, 1 byte, close."""
+    _, client_ctx, _ = contexts()
+    for _ in range(count):
+        tls = trio.SSLStream(await trio_connect(address), client_ctx, server_hostname="localhost")
+        with contextlib.suppress(trio.BrokenResourceError):
+            await tls.send_all(b"x")
+        await tls.aclose()
+
+
+def handshake_clients_main(address: Address, count: int) -> None:
+    trio.run(_trio_handshake_clients, address, count)
+
+
+class HandshakeClients:
+    """A ``spawn``ed child making ``count`` TLS connections to ``address``, one at a time, with
+    trio.SSLStream: the same client for every server contender."""
+
+    def __init__(self, address: Address, count: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.process = context.Process(
+            target=handshake_clients_main, args=(address, count), daemon=True
+        )
+        self.process.start()
+
+    def join(self, timeout: float) -> None:
+        self.process.join(timeout)
+
+
+async def serve_handshake(name: str, raw: trio.SocketStream) -> Any:
+    """The server end of one connection: ``"ours"`` through libdill's call with file paths
+    (as the seed's users call it: a new memory block per connection, the certificate and key
+    named by path), ``"trio"`` with trio.SSLStream on a context loaded once."""
+    if name == "ours":
+        cert, key = os.path.join(CERTS, "cert.pem"), os.path.join(CERTS, "key.pem")
+        return await ta.tls_attach_server_mem(raw, cert, key, bytearray(ta.TLS_SIZE), ta.FOREVER)
+    server_ctx, _, _ = contexts()
+    tls = trio.SSLStream(raw, server_ctx, server_side=True)
+    await tls.do_handshake()
+    return tls
 
 
 class CpuClock:

@@ -10,6 +10,8 @@ Measures (``--only`` takes a comma-separated subset):
   bulk2p    one-way throughput, sender in a spawned child process, TCP and Unix, 16K/64K/1M,
             and the CPU each end spends per MB
   handshake sequential full handshakes on new TCP connections: per second, CPU us per handshake
+  hsserver  server side only: tls_attach_server_mem with file paths vs trio.SSLStream, the
+            client (trio.SSLStream, new TCP connection, 1 byte, aclose) in a child process
   idle      RSS and Python memory per idle TLS 1.3 server connection (fresh child each)
   alloc     Python allocator calls per MB received (a counting allocator hook, see README)
 
@@ -21,6 +23,8 @@ append as JSON lines. The exit status is always 0: this is a report, not a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import gc
 import json
 import math
@@ -44,6 +48,7 @@ from _contenders import (
     TRIO_CONTENDERS,
     Address,
     CpuClock,
+    HandshakeClients,
     Sender,
     asyncio_bulk,
     asyncio_cipher,
@@ -52,6 +57,7 @@ from _contenders import (
     asyncio_receive_from_child,
     contexts,
     run_asyncio,
+    serve_handshake,
     trio_connect,
 )
 from _idle import idle_per_connection
@@ -166,8 +172,12 @@ def cipher_table() -> dict[str, str]:
 # --- bulk, one process --------------------------------------------------------------------------
 
 
-async def _bulk_once(contender: Any, total: int, size: int, unix: bool) -> float:
+async def _bulk_once(
+    contender: Any, total: int, size: int, unix: bool, reverse: bool = False
+) -> float:
+    """Seconds to move ``total`` bytes client -> server (``reverse``: server -> client)."""
     client, server = await _tls_pair(contender, _unix_path() if unix else None)
+    sender, receiver = (server, client) if reverse else (client, server)
     data = b"x" * size
     start = time.perf_counter()
     with trio.fail_after(LIMIT):
@@ -175,10 +185,10 @@ async def _bulk_once(contender: Any, total: int, size: int, unix: bool) -> float
 
             async def send() -> None:
                 for _ in range(total // size):
-                    await client.send_all(data)
+                    await sender.send_all(data)
 
             nursery.start_soon(send)
-            await contender.drain(server, total // size * size, size)
+            await contender.drain(receiver, total // size * size, size)
     elapsed = time.perf_counter() - start
     await client.aclose()
     await server.aclose()
@@ -190,13 +200,19 @@ def bench_bulk(args: argparse.Namespace) -> list[Row]:
     total = 32 * MB if args.quick else 256 * MB
     sizes = [64 * KiB] if args.quick else [16 * KiB, 64 * KiB, 1024 * KiB]
     names = _names(args, ["ours", "ours-some", "trio", *asyncio_names()])
+    # Server -> client: the trio contenders that read with receive_some (asyncio's sender
+    # and receiver are not swapped here).
+    names_back = _names(args, ["ours-some", "trio"])
     for unix in (False, True):
         for size in sizes:
 
-            def measure(name: str, size: int = size, unix: bool = unix) -> float:
+            def measure(
+                name: str, size: int = size, unix: bool = unix, reverse: bool = False
+            ) -> float:
                 total_sent = total // size * size
                 if name in TRIO_CONTENDERS:
-                    seconds = trio.run(_bulk_once, TRIO_CONTENDERS[name](), total, size, unix)
+                    contender = TRIO_CONTENDERS[name]()
+                    seconds = trio.run(_bulk_once, contender, total, size, unix, reverse)
                 else:
                     path = _unix_path() if unix else None
                     seconds = run_asyncio(name, asyncio_bulk(total, size, path))
@@ -207,7 +223,14 @@ def bench_bulk(args: argparse.Namespace) -> list[Row]:
             label = f"bulk 1 process {'unix' if unix else 'tcp'} {size // KiB} KiB"
             rows.append(_row(f"{label} (receive_into)", medians, "MB/s", 1.6, samples=samples))
             some = {**medians, "ours": medians.get("ours-some", NAN)}
-            rows.append(_row(f"{label} (receive_some)", some, "MB/s", 1.6, info=True))
+            some_samples = {**samples, "ours": samples.get("ours-some", [])}
+            rows.append(_row(f"{label} (receive_some)", some, "MB/s", 1.8, samples=some_samples))
+            back = _interleave(args.rounds, names_back, functools.partial(measure, reverse=True))
+            back_medians = _medians(back)
+            back_medians["ours"] = back_medians.get("ours-some", NAN)
+            back_samples = {**back, "ours": back.get("ours-some", [])}
+            rows.append(_row(f"{label} server->client (receive_some)", back_medians, "MB/s",
+                             1.8, samples=back_samples))  # fmt: skip
     return rows
 
 
@@ -254,7 +277,7 @@ def bench_bulk2p(args: argparse.Namespace) -> list[Row]:
     rows = []
     total = 64 * MB if args.quick else 256 * MB
     sizes = [64 * KiB] if args.quick else [16 * KiB, 64 * KiB, 1024 * KiB]
-    names = _names(args, ["ours", "trio", *asyncio_names()])
+    names = _names(args, ["ours", "ours-some", "trio", *asyncio_names()])
     for unix in (False, True):
         for size in sizes:
 
@@ -275,6 +298,10 @@ def bench_bulk2p(args: argparse.Namespace) -> list[Row]:
                         for k, vs in samples.items()}  # fmt: skip
                 rows.append(_row(what, _medians(part), unit, target, lower_is_better=i > 0,
                                  samples=part))  # fmt: skip
+                if i == 0 and "ours-some" in part:
+                    some = {**part, "ours": part["ours-some"]}
+                    rows.append(_row(f"{label} (receive_some)", _medians(some), unit, target,
+                                     samples=some))  # fmt: skip
     return rows
 
 
@@ -338,6 +365,45 @@ def bench_handshake(args: argparse.Namespace) -> list[Row]:
              lower_is_better=True),
         _row("handshakes/s, ours resumes, same connect code (info)",
              as_ours("ours-resume", rate), "/s", None),
+    ]  # fmt: skip
+
+
+# --- server-side handshakes, the client in a child process -------------------------------------
+
+
+async def _serve_handshakes(name: str, count: int) -> tuple[float, float]:
+    """(handshakes per second, server CPU us per handshake) for ``count`` connections from a
+    trio.SSLStream client in a child; each: handshake, receive 1 byte, close. The first
+    connection (the child starting, the context cache filling) is not timed."""
+    listener, address = await _listen(None)
+    clients = HandshakeClients(address, count + 1)
+    try:
+        with trio.fail_after(LIMIT):
+            for i in range(count + 1):
+                if i == 1:
+                    cpu, start = time.process_time(), time.perf_counter()
+                tls = await serve_handshake(name, await listener.accept())
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await tls.receive_some(1)
+                await tls.aclose()
+            cpu, elapsed = time.process_time() - cpu, time.perf_counter() - start
+    finally:
+        await listener.aclose()
+        await trio.to_thread.run_sync(clients.join, 30)
+    return count / elapsed, cpu / count * 1e6
+
+
+def bench_hsserver(args: argparse.Namespace) -> list[Row]:
+    count = 300 if args.quick else 1000
+    names = _names(args, ["ours", "trio"])
+    results = _interleave(args.rounds, names, lambda name: trio.run(_serve_handshakes, name, count))
+    rate = {k: [v[0] if isinstance(v, tuple) else NAN for v in vs] for k, vs in results.items()}
+    cpu = {k: [v[1] if isinstance(v, tuple) else NAN for v in vs] for k, vs in results.items()}
+    return [
+        _row("server handshakes/s, tls_attach_server_mem(file paths), trio client in 2nd process",
+             _medians(rate), "/s", 1.2, samples=rate),
+        _row("  server CPU us per handshake", _medians(cpu), "us", 1.2, lower_is_better=True,
+             samples=cpu),
     ]  # fmt: skip
 
 
@@ -421,7 +487,8 @@ def _row(
         if unit == "/MB":
             row["target"], row["pass"] = f"<= {target}", ours <= target
         elif lower_is_better:
-            row["target"], row["pass"] = "<= trio", ratio >= target
+            row["target"] = "<= trio" if target == 1.0 else f">= {target}x"
+            row["pass"] = ratio >= target
         else:
             row["target"], row["pass"] = f">= {target}x", ratio >= target
         if info:
@@ -460,6 +527,7 @@ MEASURES = {
     "bulk": bench_bulk,
     "bulk2p": bench_bulk2p,
     "handshake": bench_handshake,
+    "hsserver": bench_hsserver,
     "idle": bench_idle,
     "alloc": bench_alloc,
 }

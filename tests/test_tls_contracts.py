@@ -44,7 +44,7 @@ async def test_dropin_keeps_the_socket_stream_and_its_fast_path(
     server = ta.TLSStream(b, server_ssl_context, server_side=True)
     assert client.transport_stream is a
     assert isinstance(client.below, ta.SocketTransport)  # its socket, driven without waiting
-    assert client.below.socket is a.socket._sock  # type: ignore[attr-defined]  # the same one
+    assert client.below.socket is a.socket._sock  # the very same socket object
     for name in GUARDED:
         with pytest.raises(trio.NeedHandshakeError):
             getattr(client, name) if name == "session_reused" else getattr(client, name)()

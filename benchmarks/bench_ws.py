@@ -137,10 +137,11 @@ def main() -> None:
             return trio.run(CONTENDERS[name], count, size)
 
         results = _interleave(rounds, list(CONTENDERS), measure)
-        rows.append((f"{size // KiB} KiB messages/s", *(_median(results[n]) for n in CONTENDERS)))
+        medians = {name: _median(values) for name, values in results.items()}
+        rows.append((f"{size // KiB} KiB messages/s", medians["ours"], medians["trio-websocket"]))
     print(f"\n{'measure':24} {'ours':>10} {'trio-websocket':>15} {'ratio':>6}")
-    for measure, ours, theirs in rows:
-        print(f"{measure:24} {ours:10.0f} {theirs:15.0f} {ours / theirs:6.2f}")
+    for label, ours, theirs in rows:
+        print(f"{label:24} {ours:10.0f} {theirs:15.0f} {ours / theirs:6.2f}")
     print(f"\n({rounds} rounds, median; ratio = ours / trio-websocket, higher is better)")
 
 

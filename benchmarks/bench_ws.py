@@ -59,17 +59,7 @@ async def _ours(count: int, size: int) -> float:
         lambda: WSLayer(max_size=size).attach(tls_c),
         lambda: WSLayer(server_side=True, max_size=size).attach(tls_s),
     )
-    payload = b"m" * size
-
-    async def send() -> None:
-        for _ in range(count):
-            await client.send_message(payload)
-
-    async def receive() -> None:
-        for _ in range(count):
-            await server.receive_message()
-
-    elapsed = await _timed(send, receive)
+    elapsed = await _timed(client.send_message, server.receive_message, count, size)
     await client.aclose()
     await server.aclose()
     return count / elapsed
@@ -92,25 +82,29 @@ async def _trio_websocket(count: int, size: int) -> float:
             ),
             accept,
         )
-        payload = b"m" * size
-
-        async def send() -> None:
-            for _ in range(count):
-                await client.send_message(payload)
-
-        async def receive() -> None:
-            for _ in range(count):
-                await server.get_message()
-
-        elapsed = await _timed(send, receive)
+        elapsed = await _timed(client.send_message, server.get_message, count, size)
         await client.aclose()
         nursery.cancel_scope.cancel()
     return count / elapsed
 
 
 async def _timed(
-    send: Callable[[], Awaitable[None]], receive: Callable[[], Awaitable[None]]
+    send_one: Callable[[bytes], Awaitable[object]],
+    receive_one: Callable[[], Awaitable[object]],
+    count: int,
+    size: int,
 ) -> float:
+    """Seconds from the first send to the last of ``count`` messages of ``size`` received."""
+    payload = b"m" * size
+
+    async def send() -> None:
+        for _ in range(count):
+            await send_one(payload)
+
+    async def receive() -> None:
+        for _ in range(count):
+            await receive_one()
+
     started = time.perf_counter()
     await _both(send, receive)
     return time.perf_counter() - started

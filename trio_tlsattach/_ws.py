@@ -179,7 +179,8 @@ class WSStream(AttachedMixin, MessageStream):
             while control := self._core.data_to_send():
                 await self._below._send_all(control, deadline, False)
         except BaseException:
-            self._send_broken = True  # the peer may be mid-frame: never send again
+            # Interrupted part-way, the peer may be left mid-frame: no close frame on aclose.
+            self._send_broken = True
             raise
         finally:
             wire.release()

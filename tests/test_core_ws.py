@@ -14,14 +14,20 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from trio_tlsattach._cores import END_OF_STREAM, NEED_DATA
 from trio_tlsattach._cores._common import StateMachine
-from trio_tlsattach._cores.ws import BAD_REQUEST, TRANSITIONS, WSCore, WSEvent, WSState
+from trio_tlsattach._cores.ws import (
+    BAD_REQUEST,
+    TRANSITIONS,
+    WebSocketError,
+    WSCore,
+    WSEvent,
+    WSState,
+)
 from trio_tlsattach._errors import (
     ConnectionBroken,
     InvalidArgument,
     MessageTooLarge,
     SendAfterDone,
 )
-from trio_tlsattach._wserrors import WebSocketError
 
 Message = bytes | str
 CHUNKERS: list[Callable[[bytes], list[bytes]]] = [lambda b: [b], bytewise]

@@ -13,7 +13,7 @@ import trio.testing
 import trustme
 
 import trio_tlsattach as ta
-from trio_tlsattach._cores.ws import BAD_REQUEST, WSCore, WSState
+from trio_tlsattach._cores.ws import BAD_REQUEST, WebSocketError, WSCore, WSState
 from trio_tlsattach._ws import (
     WS_BINARY,
     WS_NOHTTP,
@@ -28,7 +28,6 @@ from trio_tlsattach._ws import (
     ws_send,
     ws_status,
 )
-from trio_tlsattach._wserrors import WebSocketError
 from trio_tlsattach._wsrelay import ws_relay
 from trio_tlsattach.testing import TRANSPORT_PAIRS, attach_both, check_layer, tls_pair
 
@@ -269,7 +268,7 @@ async def test_bad_frame_is_eproto_after_the_good_ones(bad: bytes, code: int) ->
             await server.receive()
         assert info.value.errno == errno.EPROTO
         assert info.value.close_code == code
-        assert isinstance(info.value, trio.BrokenResourceError)
+        assert isinstance(info.value, ta.ProtocolViolation)  # so a trio.BrokenResourceError
     answer = await raw.receive_some()
     assert answer[:4] == b"\x88" + bytes([len(answer) - 2]) + struct.pack("!H", code)
     await server.aclose()

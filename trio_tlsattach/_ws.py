@@ -49,11 +49,10 @@ import trio
 
 from ._base import AttachedMixin, ByteStream, ConflictDetector, Kind, MessageStream, close_shielded
 from ._cores._common import DEFAULT_MAX_SIZE, END_OF_STREAM, NEED_DATA, check_int
-from ._cores.ws import WSCore, WSState, check_close
+from ._cores.ws import WebSocketError, WSCore, WSState, check_close
 from ._deadline import FOREVER, check_deadline
 from ._errors import InvalidArgumentType, MessageTooLarge, NotSupported
 from ._transports import begin_attach
-from ._wserrors import WebSocketError
 
 __all__ = [
     "WS_BINARY",

@@ -24,8 +24,7 @@ from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
 import trio_tlsattach as ta
-from trio_tlsattach._ws import WS_BINARY, WSLayer, WSStream, ws_attach_client
-from trio_tlsattach._wserrors import WebSocketError
+from trio_tlsattach._ws import WS_BINARY, WebSocketError, WSLayer, WSStream, ws_attach_client
 from trio_tlsattach._wsrelay import ws_relay
 
 from .conftest import TOOL_TIMEOUT, Tools, need, tcp_listener

@@ -79,10 +79,10 @@ from .._errors import (
     InvalidArgument,
     InvalidArgumentType,
     MessageTooLarge,
+    ProtocolViolation,
     SendAfterDone,
     StackError,
 )
-from .._wserrors import WebSocketError
 from ._common import (
     DEFAULT_MAX_SIZE,
     END_OF_STREAM,
@@ -95,7 +95,25 @@ from ._common import (
     check_int,
 )
 
-__all__ = ["TRANSITIONS", "WSCore", "WSEvent", "WSState", "check_close"]
+__all__ = ["TRANSITIONS", "WSCore", "WSEvent", "WSState", "WebSocketError", "check_close"]
+
+
+@final
+class WebSocketError(ProtocolViolation):
+    """EPROTO: the WebSocket peer broke the protocol, or the upgrade handshake failed.
+
+    Raised for a malformed upgrade request or response, a wrong ``Sec-WebSocket-Accept``, an
+    over-long header, a frame with reserved bits set or a bad mask, a text message that is not
+    valid UTF-8, a bad close frame. The receive direction is failed for good (errors are
+    sticky), but every message that arrived before the bad input was delivered first.
+
+    :attr:`close_code` is the status this end put in the close frame it sent back (1002
+    protocol error, 1007 invalid payload data), or ``None`` when the handshake failed.
+    """
+
+    def __init__(self, message: str = "", *, close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.close_code = close_code
 
 
 class WSState(enum.Enum):

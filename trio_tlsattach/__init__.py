@@ -112,6 +112,21 @@ from ._transports import (
     socketpair,
     wrap_stream,
 )
+from ._ws import (
+    WS_BINARY,
+    WS_NOHTTP,
+    WS_TEXT,
+    WebSocketError,
+    WSLayer,
+    WSStream,
+    ws_attach_client,
+    ws_attach_server,
+    ws_detach,
+    ws_done,
+    ws_recv,
+    ws_send,
+    ws_status,
+)
 
 __all__ = [
     "FOREVER",
@@ -131,6 +146,9 @@ __all__ = [
     "SOCKS5_TTL_EXPIRED",
     "SOCKS5_UDP_ASSOCIATE",
     "TLS_SIZE",
+    "WS_BINARY",
+    "WS_NOHTTP",
+    "WS_TEXT",
     "BadHandle",
     "ByteStream",
     "CRLFLayer",
@@ -181,6 +199,9 @@ __all__ = [
     "TermLayer",
     "TermStream",
     "TypedAttribute",
+    "WSLayer",
+    "WSStream",
+    "WebSocketError",
     "after",
     "http_attach",
     "http_detach",
@@ -224,6 +245,13 @@ __all__ = [
     "tls_detach",
     "tls_done",
     "wrap_stream",
+    "ws_attach_client",
+    "ws_attach_server",
+    "ws_detach",
+    "ws_done",
+    "ws_recv",
+    "ws_send",
+    "ws_status",
 ]
 
 __version__ = "0.1.0"

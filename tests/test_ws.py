@@ -29,7 +29,13 @@ from trio_tlsattach._ws import (
     ws_status,
 )
 from trio_tlsattach._wsrelay import ws_relay
-from trio_tlsattach.testing import TRANSPORT_PAIRS, attach_both, check_layer, tls_pair
+from trio_tlsattach.testing import (
+    TRANSPORT_PAIRS,
+    attach_both,
+    check_layer,
+    stack_pair,
+    tls_pair,
+)
 
 MASK = b"\x01\x02\x03\x04"
 
@@ -86,6 +92,35 @@ async def test_check_layer_over_tls(
         return await attach_both(tls_a, tls_b, client.attach, server.attach)
 
     await check_layer(attach_pair)
+
+
+async def test_on_a_protocol_stack_over_tls(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    client, server = await stack_pair(
+        (
+            ta.TLSClientLayer(tls_ca, server_hostname="localhost"),
+            ta.TLSServerLayer(tls_server_cert),
+        ),
+        (WSLayer(resource="/stacked"), WSLayer(server_side=True)),
+    )
+    async with client, server:
+        assert repr(client).endswith(" > ws(client)>")
+        assert client.top.extra(ta.TLSAttribute.tls_version) is not None  # found through ws
+        ours, theirs = client.top, server.top
+        assert isinstance(ours, WSStream)
+        assert isinstance(theirs, WSStream)
+        await ours.send_message(b"through the stack")
+        assert await theirs.receive_message() == b"through the stack"
+        assert theirs.resource == "/stacked"
+        async with trio.open_nursery() as nursery:  # pop: the close handshake on both ends
+            nursery.start_soon(client.pop)
+            nursery.start_soon(server.pop)
+        tls_ours, tls_theirs = client.top, server.top
+        assert isinstance(tls_ours, ta.TLSStream)
+        assert isinstance(tls_theirs, ta.TLSStream)
+        await tls_ours.send_all(b"plain TLS again")
+        assert await tls_theirs.receive_some() == b"plain TLS again"
 
 
 # -- messages ------------------------------------------------------------------------------------

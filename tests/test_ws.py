@@ -210,6 +210,20 @@ async def test_ping_during_a_long_send_waits_for_the_message_to_end() -> None:
     await server.aclose()
 
 
+async def test_a_peer_gone_before_our_pong_still_has_its_messages_read() -> None:
+    server, raw = await raw_server()
+    await raw.send_all(
+        masked(0x89, b"ping") + masked(0x82, b"last words") + masked(0x88, b"\x03\xe8")
+    )
+    await raw.aclose()  # gone: the pong cannot be delivered
+    assert await server.receive() == b"last words"
+    assert await server.receive() is None
+    assert server.close_status == 1000
+    with pytest.raises(trio.BrokenResourceError):
+        await server.send(b"nobody listens")
+    await server.aclose()
+
+
 # -- done, close, detach -------------------------------------------------------------------------
 
 

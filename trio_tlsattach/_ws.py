@@ -195,6 +195,10 @@ class WSStream(AttachedMixin, MessageStream):
         self._wire.acquire_nowait()
         try:
             await self._below._send_all(control, deadline, False)
+        except _GONE:
+            # The peer cannot hear us any more; what it sent can still be read, so the
+            # receive goes on and the next send reports the broken direction.
+            self._send_broken = True
         except BaseException:
             self._send_broken = True
             raise

@@ -30,6 +30,14 @@ async def _tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
     return client, server
 
 
+def _dropin(
+    a: object, b: object, client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext
+) -> tuple[ta.TLSStream, ta.TLSStream]:
+    """A client on ``a`` and a server on ``b``, made as trio.SSLStream users make them."""
+    client = ta.TLSStream(a, client_ctx, server_hostname="localhost")
+    return client, ta.TLSStream(b, server_ctx, server_side=True)
+
+
 async def _handshake(*streams: ta.TLSStream) -> None:
     async with trio.open_nursery() as nursery:
         for stream in streams:
@@ -40,8 +48,7 @@ async def test_dropin_keeps_the_socket_stream_and_its_fast_path(
     server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
 ) -> None:
     a, b = await _tcp_pair()
-    client = ta.TLSStream(a, client_ssl_context, server_hostname="localhost")
-    server = ta.TLSStream(b, server_ssl_context, server_side=True)
+    client, server = _dropin(a, b, client_ssl_context, server_ssl_context)
     assert client.transport_stream is a
     assert isinstance(client.below, ta.SocketTransport)  # its socket, driven without waiting
     assert client.below.socket is a.socket._sock  # the very same socket object
@@ -64,8 +71,7 @@ async def test_dropin_unwrap_hands_back_the_socket_stream_usable(
     server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
 ) -> None:
     a, b = await _tcp_pair()
-    client = ta.TLSStream(a, client_ssl_context, server_hostname="localhost")
-    server = ta.TLSStream(b, server_ssl_context, server_side=True)
+    client, server = _dropin(a, b, client_ssl_context, server_ssl_context)
     await _handshake(client, server)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.unwrap)
@@ -112,8 +118,7 @@ async def test_dropin_aclose_runs_the_handshake_and_its_failure_is_raised(
 ) -> None:
     a, b = ta.socketpair()
     untrusting = ssl.create_default_context()  # does not trust the test CA
-    client = ta.TLSStream(a, untrusting, server_hostname="localhost")
-    server = ta.TLSStream(b, server_ssl_context, server_side=True)
+    client, server = _dropin(a, b, untrusting, server_ssl_context)
 
     async def refused() -> None:
         with pytest.raises(ta.TLSError):  # the client's alert
@@ -177,8 +182,7 @@ async def test_receive_some_sizes_its_buffer_to_the_data(
 ) -> None:
     """A big max_bytes does not allocate that much per call, and loses nothing."""
     a, b = ta.socketpair()
-    client = ta.TLSStream(a, client_ssl_context, server_hostname="localhost")
-    server = ta.TLSStream(b, server_ssl_context, server_side=True)
+    client, server = _dropin(a, b, client_ssl_context, server_ssl_context)
     await _handshake(client, server)
     payload = bytes(range(256)) * 4096  # 1 MiB
     got = bytearray()

@@ -29,8 +29,8 @@ import pytest
 import trio
 import trio.testing
 import trustme
-from test_load import fd_count, raise_fd_limit, task_count
-from test_reliability import handshaken_then, reset_mid_record
+from test_load import raise_fd_limit
+from test_reliability import fd_count, handshaken_then, reset_mid_record, task_count
 
 import trio_tlsattach as ta
 from trio_tlsattach._cli import _tunnel
@@ -75,6 +75,16 @@ def backend(port: int, timeout: float = 10) -> Opener:
 async def tls_client(port: int, ca: trustme.CA) -> ta.TLSStream:
     raw = await ta.open_tcp("127.0.0.1", port)
     return await ta.TLSClientLayer(ca, server_hostname="localhost").attach(raw, ta.after(30))
+
+
+async def seconds_until_cut(port: int, ca: trustme.CA, request: bytes) -> float:
+    """Send ``request``, then wait for the tunnel to give up: a reset, never a clean end."""
+    async with await tls_client(port, ca) as tls:
+        await tls.send_all(request)
+        start = trio.current_time()
+        with pytest.raises(ta.ConnectionBroken):
+            await tls.receive_some()
+        return trio.current_time() - start
 
 
 @pytest.fixture(autouse=True)
@@ -127,12 +137,8 @@ async def test_backend_that_never_accepts(
         async with trio.open_nursery() as nursery:
             opener = backend(backend_port, timeout=10)
             port = await nursery.start(serve_tunnel, tls_server_cert, opener)
-            async with await tls_client(port, tls_ca) as tls:
-                await tls.send_all(b"anyone there?")
-                start = trio.current_time()
-                with pytest.raises(ta.ConnectionBroken):
-                    await tls.receive_some()
-                assert trio.current_time() - start == pytest.approx(10, abs=0.5)
+            waited = await seconds_until_cut(port, tls_ca, b"anyone there?")
+            assert waited == pytest.approx(10, abs=0.5)
             await trio.testing.wait_all_tasks_blocked()
             nursery.cancel_scope.cancel()
     [line] = connection_lines(caplog)
@@ -153,12 +159,7 @@ async def test_backend_that_never_answers_hits_the_idle_deadline(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.serve_listeners, silent, [raw])
         port = await nursery.start(serve_tunnel, tls_server_cert, backend(backend_port), 30)
-        async with await tls_client(port, tls_ca) as tls:
-            await tls.send_all(b"request")
-            start = trio.current_time()
-            with pytest.raises(ta.ConnectionBroken):
-                await tls.receive_some()
-            assert trio.current_time() - start == pytest.approx(30, abs=0.5)
+        assert await seconds_until_cut(port, tls_ca, b"request") == pytest.approx(30, abs=0.5)
         await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
     [line] = connection_lines(caplog)

@@ -21,7 +21,6 @@ import ctypes.util
 import gc
 import json
 import logging
-import os
 import resource
 import sys
 import time
@@ -31,6 +30,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from test_reliability import fd_count, task_count
 
 import trio_tlsattach as ta
 from trio_tlsattach._tunnel import echo
@@ -40,19 +40,6 @@ BLOCKS = 2000
 PAYLOAD = bytes(range(256)) * 4
 CROWD_DEADLINE = 75.0  # the child gives up by itself after this
 TEST_DEADLINE = 90.0
-
-
-def fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def task_count() -> int:
-    def walk(task: trio.lowlevel.Task) -> int:
-        return 1 + sum(walk(t) for n in task.child_nurseries for t in n.child_tasks)
-
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    return walk(root)
 
 
 def rss_bytes() -> int:

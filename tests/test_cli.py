@@ -23,7 +23,14 @@ from typing import IO, Any
 import pytest
 
 import trio_tlsattach as ta
-from trio_tlsattach._tunnel import Endpoint, describe, parse_address, parse_endpoint
+from trio_tlsattach._tunnel import (
+    Endpoint,
+    describe,
+    idle_deadline,
+    open_endpoint,
+    parse_address,
+    parse_endpoint,
+)
 
 CLI = [sys.executable, "-m", "trio_tlsattach"]
 TIMEOUT = 20
@@ -62,6 +69,19 @@ def test_bad_endpoints_are_einval(bad: str) -> None:
 def test_bad_addresses_are_einval(bad: str) -> None:
     with pytest.raises(ta.InvalidArgument):
         parse_address(bad)
+
+
+def test_idle_deadline_takes_only_positive_seconds() -> None:
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ta.InvalidArgument, match="idle timeout"), idle_deadline(bad):
+            pytest.fail("a bad idle timeout was taken")
+
+
+async def test_open_endpoint_checks_its_deadline_first() -> None:
+    with pytest.raises(ta.InvalidArgument):
+        await open_endpoint(Endpoint("tcp", host="127.0.0.1", port=1), deadline=-5)
+    with pytest.raises(ta.DeadlineExceeded, match="did not accept in time"):
+        await open_endpoint(Endpoint("tcp", host="127.0.0.1", port=1), deadline=ta.IMMEDIATE)
 
 
 # --- running the command -----------------------------------------------------------------------

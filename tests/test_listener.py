@@ -9,6 +9,7 @@ import errno
 import functools
 import logging
 import os
+import resource
 import socket
 import struct
 from typing import Any
@@ -19,7 +20,7 @@ import trio.testing
 import trustme
 
 import trio_tlsattach as ta
-from trio_tlsattach._listener import REFUSAL_DRAIN
+from trio_tlsattach._listener import FD_RESERVE, REFUSAL_DRAIN, fit_fd_limit
 
 
 def fd_count() -> int:
@@ -327,3 +328,20 @@ async def test_serve_tls_and_open_tls_listeners(
     assert listeners[0].handshake_deadline == 5
     for listener in listeners:
         await listener.aclose()
+
+
+def test_fit_fd_limit_raises_the_soft_limit_and_checks_its_arguments() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1000:
+        pytest.skip(f"the hard RLIMIT_NOFILE ({hard}) is too low to test raising the soft one")
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))
+        assert fit_fd_limit(300, 2) == 300
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (600 + FD_RESERVE, hard)
+        assert fit_fd_limit(10) == 10  # never lowers it
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 600 + FD_RESERVE
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    for bad in ((0, 1), (1, 0), (-5, 2)):
+        with pytest.raises(ValueError, match="at least 1"):
+            fit_fd_limit(*bad)

@@ -32,6 +32,7 @@ from trio_tlsattach._errors import (
 Message = bytes | str
 CHUNKERS: list[Callable[[bytes], list[bytes]]] = [lambda b: [b], bytewise]
 CHUNK_IDS = ["whole", "bytewise"]
+message_strategy = st.one_of(st.binary(max_size=300), st.text(max_size=100))
 
 
 def pair(**server_kwargs: object) -> tuple[WSCore, WSCore]:
@@ -105,6 +106,22 @@ def test_handshake_any_chunking_with_frames_right_behind(
     assert server.data_to_send() == b""
 
 
+@settings(deadline=None, max_examples=40)
+@given(messages=st.lists(message_strategy, max_size=4), data=st.data())
+def test_handshake_and_frames_any_chunking(messages: list[Message], data: st.DataObject) -> None:
+    client = WSCore(client=True, resource="/any", host="h")
+    server = WSCore(client=False)
+    pipelined = WSCore(client=True, http=False)
+    wire = client.start() + b"".join(bytes(pipelined.encode(m)) for m in messages)
+    cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=10))
+    assert collect(server, split(wire, cuts)) == messages
+    assert (server.resource, server.host) == ("/any", "h")
+    answer = server.data_to_send() + b"".join(bytes(server.encode(m)) for m in messages)
+    cuts = data.draw(st.lists(st.integers(0, len(answer)), max_size=10))
+    assert collect(client, split(answer, cuts)) == messages
+    assert client.accepted()
+
+
 def test_client_request_is_an_upgrade() -> None:
     request = WSCore(client=True, resource="/r", host="h").start()
     assert request.startswith(b"GET /r HTTP/1.1\r\nHost: h\r\n")
@@ -169,6 +186,13 @@ def test_refused_upgrade_is_eproto() -> None:
         client.accepted()
 
 
+def test_empty_feed_is_not_the_end() -> None:
+    server = WSCore(client=False)
+    server.feed(b"")  # h11 alone would read b"" as the end of the stream
+    server.feed(WSCore(client=True).start())
+    assert server.accepted()
+
+
 def test_end_during_handshake_is_connection_broken() -> None:
     server = WSCore(client=False)
     server.feed(b"GET / HTTP/1.1\r\n")
@@ -190,9 +214,6 @@ def test_send_before_handshake_is_einval() -> None:
 
 
 # -- messages ------------------------------------------------------------------------------------
-
-
-message_strategy = st.one_of(st.binary(max_size=300), st.text(max_size=100))
 
 
 @settings(deadline=None, max_examples=60)

@@ -376,6 +376,8 @@ class WSCore:
         check_bytes_like(data, "data")
         if self._eof:
             raise InvalidArgument("feed() after feed_eof()")
+        if not data:
+            return  # h11 would take b"" for the end of the stream
         state = self._machine.state
         if state is WSState.HANDSHAKE:
             self._feed_handshake(bytes(data))

@@ -9,12 +9,14 @@ and ``tls_attach_server_mem`` keep libdill's (forceful aclose, the stream below 
 from __future__ import annotations
 
 import ssl
+import types
 
 import pytest
 import trio
 import trio.testing
 
 import trio_tlsattach as ta
+from trio_tlsattach import _tls
 
 GUARDED = ("session_reused", "getpeercert", "selected_npn_protocol", "cipher", "shared_ciphers",
            "compression", "get_channel_binding", "selected_alpn_protocol", "version")  # fmt: skip
@@ -195,4 +197,26 @@ async def test_receive_some_sizes_its_buffer_to_the_data(
             got += chunk
     assert got == payload
     await client.aclose()
+    await server.aclose()
+
+
+async def test_dropin_on_a_socket_stream_of_unknown_make_adapts_it(
+    server_ssl_context: ssl.SSLContext,
+    client_ssl_context: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A trio whose socket wrapper hides its standard socket elsewhere: the SocketStream is
+    adapted through its own methods (slower), never taken away."""
+    a, b = await _tcp_pair()
+    # What _tls takes for a standard socket matches nothing trio's wrapper holds.
+    monkeypatch.setattr(_tls, "socket", types.SimpleNamespace(socket=type("Other", (), {})))
+    client, server = _dropin(a, b, client_ssl_context, server_ssl_context)
+    assert isinstance(client.below, ta.StreamTransport)
+    assert client.transport_stream is a
+    await _handshake(client, server)
+    await client.send_all(b"through the adapter")
+    assert await server.receive_some() == b"through the adapter"
+    await client.aclose()
+    assert a.socket.fileno() == -1
+    assert await server.receive_some() == b""
     await server.aclose()

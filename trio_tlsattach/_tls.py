@@ -90,7 +90,7 @@ from ._tlswire import (
     DEFAULT_RECEIVE_SIZE,
     SCRATCH_SIZE,
 )
-from ._transports import SocketTransport, bytes_view, wrap_stream
+from ._transports import SocketTransport, StreamTransport, bytes_view, wrap_stream
 
 __all__ = ["TLSStream"]
 
@@ -115,6 +115,7 @@ def _borrow(stream: Any) -> Handle:
         inner = getattr(stream.socket, "_sock", None)
         if isinstance(inner, socket.socket):
             return SocketTransport(inner)
+        return StreamTransport(stream, "tcp")  # not wrap_stream: that one takes the socket
     return wrap_stream(stream)
 
 

@@ -14,6 +14,7 @@ import types
 import pytest
 import trio
 import trio.testing
+import trustme
 
 import trio_tlsattach as ta
 from trio_tlsattach import _tls
@@ -220,3 +221,34 @@ async def test_dropin_on_a_socket_stream_of_unknown_make_adapts_it(
     assert a.socket.fileno() == -1
     assert await server.receive_some() == b""
     await server.aclose()
+
+
+async def test_tickets_ride_with_the_answer_to_a_request_already_here(
+    tls_server_cert: trustme.LeafCert, client_ssl_context: ssl.SSLContext
+) -> None:
+    """A TLS 1.3 server's session tickets leave at once when the client sent nothing more
+    (a client that only reads still resumes next time), but wait for the answer when the
+    client's request came right behind its Finished: one send per connection fewer."""
+    servers: list[ta.TLSStream] = []
+
+    async def serve(b: ta.SocketTransport) -> None:
+        servers.append(await ta.TLSServerLayer(tls_server_cert).attach(b, ta.after(10)))
+
+    for request in (b"", b"GET /"):
+        a, b = ta.socketpair()
+        client = ta.TLSStream(a, client_ssl_context, server_hostname="localhost")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve, b)
+            await client.do_handshake()
+            if request:  # sent before the server reads the Finished (no checkpoint between)
+                await client.send_all(request)
+        server = servers[-1]
+        assert bool(server._delayed) == bool(request)  # held back only behind a request
+        if request:
+            assert await server.receive_some() == request
+        await server.send_all(b"200")  # held-back tickets go in front of it
+        assert await client.receive_some() == b"200"
+        assert client.session is not None
+        assert client.session.has_ticket
+        await client.aclose()
+        await server.aclose()

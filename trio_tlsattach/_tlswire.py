@@ -309,11 +309,13 @@ class TLSWire(AttachedMixin, ByteStream):
         and a server waiting to hand the tickets over a stream without a buffer (a pipe that
         is full, a lockstep test stream) would wait for ever (trio issue #819). trio.SSLStream
         always delays them; sending now when the socket has room lets a client that only
-        reads have them for its next connection.
+        reads have them for its next connection. But when the client's first records are
+        already here (a request sent right behind its Finished), an answer or a close is
+        coming: the tickets ride with it, one system call (and segment) fewer per connection.
         """
         data = self._take_outgoing()
         sent = 0
-        if data and self._wire_lock is None:
+        if data and self._wire_lock is None and not self._incoming.pending:
             with contextlib.suppress(StackError):  # the next flush meets the error and tells
                 sent = self._wire._send_nowait(data)
         self._delayed = data[sent:]

@@ -21,6 +21,10 @@ same for every contender, so it only scales the figures):
               close_notify, close. Completed connections per second.
   echo MB/s   each task holds one connection and streams 16 KiB writes while it reads the echo
               back; echoed megabytes (10^6) per second, all tasks together.
+Under each, the server process's CPU time (user + system, all threads, from /proc) per
+connection or per MB: on a shared machine it is steadier than the rates, and it shows whether
+the server or the client was the bottleneck (a server below a core has room to spare). For
+these rows lower is better, so a ratio under 1 favours the first of the pair.
 Every server logs as it does by default, to /dev/null. The exit status is always 0.
 """
 
@@ -110,8 +114,9 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def _server(command: list[str], port: int | None = None) -> Iterator[int]:
-    """Start a server; yield its port (read from a ``listening on HOST:PORT`` line, or given)."""
+def _server(command: list[str], port: int | None = None) -> Iterator[tuple[int, int]]:
+    """Start a server; yield its port (read from a ``listening on HOST:PORT`` line, or given)
+    and its pid."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         if port is None:
@@ -122,7 +127,7 @@ def _server(command: list[str], port: int | None = None) -> Iterator[int]:
                 raise RuntimeError(f"no port in {line!r} from {command[:4]}")
             port = int(match.group(1))
         _wait_port(port, proc)
-        yield port
+        yield port, proc.pid
     finally:
         proc.terminate()
         try:
@@ -146,12 +151,14 @@ def _stunnel_command(workdir: str, cert: str, port: int, backend: int) -> list[s
     return [stunnel, config]
 
 
-def start_servers(stack: ExitStack, workdir: str, cert: str, names: list[str]) -> dict[str, int]:
-    """Every contender's server, running until ``stack`` closes; their ports by name."""
+def start_servers(
+    stack: ExitStack, workdir: str, cert: str, names: list[str]
+) -> dict[str, tuple[int, int]]:
+    """Every contender's server, running until ``stack`` closes; (port, pid) by name."""
     cli = [sys.executable, "-m", "trio_tlsattach", "serve", "--listen", "127.0.0.1:0"]
     echo_script = [sys.executable, "-c", ECHO_SERVER]
-    ports: dict[str, int] = {}
-    plain = stack.enter_context(_server(echo_script)) if any("plain" in n for n in names) else 0
+    ports: dict[str, tuple[int, int]] = {}
+    plain = stack.enter_context(_server(echo_script))[0] if any("plain" in n for n in names) else 0
     for name in names:
         if name == "tlsattach":
             ports[name] = stack.enter_context(_server([*cli, "--cert", cert]))
@@ -177,7 +184,10 @@ async def _connect(port: int, ctx: ssl.SSLContext) -> trio.SSLStream[trio.Socket
     return tls
 
 
-async def connections_per_second(port: int, ctx: ssl.SSLContext, seconds: float) -> float:
+async def connections_per_second(
+    port: int, ctx: ssl.SSLContext, seconds: float
+) -> tuple[float, float]:
+    """(connections completed, seconds)."""
     done = 0
 
     async def client() -> None:
@@ -194,11 +204,11 @@ async def connections_per_second(port: int, ctx: ssl.SSLContext, seconds: float)
         async with trio.open_nursery() as nursery:
             for _ in range(CLIENTS):
                 nursery.start_soon(client)
-    return done / (time.perf_counter() - started)
+    return done, time.perf_counter() - started
 
 
-async def echo_throughput(port: int, ctx: ssl.SSLContext, seconds: float) -> float:
-    """MB/s echoed: connections are made first, then timed while they stream."""
+async def echo_throughput(port: int, ctx: ssl.SSLContext, seconds: float) -> tuple[float, float]:
+    """(MB echoed, seconds): connections are made first, then timed while they stream."""
     streams = [await _connect(port, ctx) for _ in range(CLIENTS)]
     echoed = 0
     block = os.urandom(CHUNK)
@@ -230,7 +240,7 @@ async def echo_throughput(port: int, ctx: ssl.SSLContext, seconds: float) -> flo
         await trio.aclose_forcefully(tls)
     if broken:
         print(f"  {len(broken)} connections broke: {broken[0]!r}", file=sys.stderr)
-    return echoed / MB / elapsed
+    return echoed / MB, elapsed
 
 
 async def negotiated(port: int, ctx: ssl.SSLContext) -> str:
@@ -242,44 +252,58 @@ async def negotiated(port: int, ctx: ssl.SSLContext) -> str:
 
 # --- the run --------------------------------------------------------------------------------------
 
-MEASURES: dict[str, Callable[..., Any]] = {
-    "conn/s": connections_per_second,
-    "echo MB/s": echo_throughput,
+MEASURES: dict[str, tuple[Callable[..., Any], str]] = {
+    "conn/s": (connections_per_second, "server CPU ms/conn"),
+    "echo MB/s": (echo_throughput, "server CPU ms/MB"),
 }
 CONTENDERS = ["tlsattach", "trio", "tlsattach->plain", "stunnel->plain"]
 RATIOS = [("tlsattach", "trio"), ("tlsattach->plain", "stunnel->plain")]
 
 
-def run(args: argparse.Namespace, ports: dict[str, int], ctx: ssl.SSLContext) -> None:
-    samples: dict[tuple[str, str], list[float]] = {(m, n): [] for m in MEASURES for n in ports}
-    for name, port in ports.items():
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(args: argparse.Namespace, servers: dict[str, tuple[int, int]], ctx: ssl.SSLContext) -> None:
+    rows = [row for measure, (_, cpu_row) in MEASURES.items() for row in (measure, cpu_row)]
+    samples: dict[tuple[str, str], list[float]] = {(r, n): [] for r in rows for n in servers}
+    for name, (port, _) in servers.items():
         print(f"  {name:18} {trio.run(negotiated, port, ctx)}", file=sys.stderr)
     for round_ in range(args.rounds):
-        for measure, function in MEASURES.items():
-            for name, port in ports.items():
+        for measure, (function, cpu_row) in MEASURES.items():
+            for name, (port, pid) in servers.items():
+                cpu = cpu_seconds(pid)
                 try:
-                    value = trio.run(function, port, ctx, args.seconds)
+                    amount, elapsed = trio.run(function, port, ctx, args.seconds)
                 except Exception as exc:
                     print(f"  {name} {measure}: failed: {exc!r}", file=sys.stderr)
-                    value = NAN
-                samples[measure, name].append(value)
-                print(f"  round {round_ + 1} {measure:9} {name:18} {value:8.1f}", file=sys.stderr)
+                    amount, elapsed = NAN, 1.0
+                samples[measure, name].append(amount / elapsed)
+                samples[cpu_row, name].append((cpu_seconds(pid) - cpu) * 1000 / (amount or NAN))
+                print(
+                    f"  round {round_ + 1} {measure:9} {name:18} {amount / elapsed:8.1f}"
+                    f"  ({samples[cpu_row, name][-1]:.2f} {cpu_row})",
+                    file=sys.stderr,
+                )
 
-    def median(measure: str, name: str) -> float:
-        good = [v for v in samples.get((measure, name), []) if v == v]
+    def median(row: str, name: str) -> float:
+        good = [v for v in samples.get((row, name), []) if v == v]
         return statistics.median(good) if good else NAN
 
-    names = list(ports)
-    print(f"\n{'measure':10}" + "".join(f"{n:>18}" for n in names) + "".join(
+    names = list(servers)
+    print(f"\n{'measure':20}" + "".join(f"{n:>18}" for n in names) + "".join(
         f"{a + ' / ' + b:>36}" for a, b in RATIOS
     ))  # fmt: skip
-    for measure in MEASURES:
-        cells = "".join(f"{median(measure, n):>18.1f}" for n in names)
-        ratios = "".join(f"{median(measure, a) / median(measure, b):>36.2f}" for a, b in RATIOS)
-        print(f"{measure:10}{cells}{ratios}")
+    for row in rows:
+        cells = "".join(f"{median(row, n):>18.2f}" for n in names)
+        ratios = "".join(f"{median(row, a) / median(row, b):>36.2f}" for a, b in RATIOS)
+        print(f"{row:20}{cells}{ratios}")
     print(
         f"\n({CLIENTS} clients at once, {args.rounds} rounds of {args.seconds:g} s, median; "
-        f"{os.cpu_count()} CPUs)"
+        f"{os.cpu_count()} CPUs; server CPU is the TLS process's only, not the plain backend's)"
     )
 
 

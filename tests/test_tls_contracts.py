@@ -252,3 +252,25 @@ async def test_tickets_ride_with_the_answer_to_a_request_already_here(
         assert client.session.has_ticket
         await client.aclose()
         await server.aclose()
+
+
+async def test_dropin_tls_in_tls_closes_each_level_gracefully(
+    server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
+) -> None:
+    """As trio.SSLStream closes its transport with the transport's own aclose, a drop-in over
+    a drop-in says close_notify at both levels; trio.SSLStream on the other end checks it."""
+    a, b = trio.testing.memory_stream_pair()
+    outer = ta.TLSStream(a, client_ssl_context, server_hostname="localhost")
+    inner = ta.TLSStream(outer, client_ssl_context, server_hostname="localhost")
+    server_outer = trio.SSLStream(b, server_ssl_context, server_side=True)
+    server_inner = trio.SSLStream(server_outer, server_ssl_context, server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server_inner.do_handshake)
+        await inner.do_handshake()
+    assert inner.transport_stream is outer
+    await inner.aclose()
+    assert inner.closed
+    assert outer.closed
+    assert await server_inner.receive_some() == b""  # the inner close_notify
+    assert await server_outer.receive_some() == b""  # and then the outer one: a clean end
+    await server_inner.aclose()

@@ -242,21 +242,25 @@ class TLSClosing(TLSWire):
             await super().aclose()
             return
         broken = self._send_error is not None or self._recv_error is not None
-        if broken or self._https_compatible:
-            await self._close_now()
-            return
-        try:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            if not self._flags & _HANDSHOOK:
-                await self._handshake(math.inf)  # a checked FOREVER
-            if not self._flags & _SEND_DONE and not self._send_conflict.held:
-                with contextlib.suppress(trio.BrokenResourceError, trio.BusyResourceError):
-                    self._start_shutdown()
-                    await self._flush(math.inf)
-        except BaseException:
-            await close_shielded(self)
-            raise
-        await self._close_now()
+        if not broken and not self._https_compatible:
+            try:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                if not self._flags & _HANDSHOOK:
+                    await self._handshake(math.inf)  # a checked FOREVER
+                if not self._flags & _SEND_DONE and not self._send_conflict.held:
+                    with contextlib.suppress(trio.BrokenResourceError, trio.BusyResourceError):
+                        self._start_shutdown()
+                        await self._flush(math.inf)
+            except BaseException:
+                await close_shielded(self)  # trio's aclose_forcefully of what is below
+                raise
+        # The stream below is closed with its own aclose, as trio.SSLStream closes its
+        # transport: a drop-in TLSStream below says its own close_notify too.
+        self._phase = Phase.CLOSED
+        self._release()
+        below = self._below
+        below._disown()
+        await below.aclose()
 
     async def _close_resources(self) -> None:
         # Forceful, but a peer that can still hear us gets a close_notify if it fits now (not

@@ -121,6 +121,49 @@ async def test_trio_websocket_client_against_our_relay(
     assert counts == [sum(len(m if isinstance(m, bytes) else m.encode()) for m in EXCHANGE)] * 2
 
 
+def _websockify_client(uri: str, ctx: ssl.SSLContext) -> dict[str, Any]:
+    got: dict[str, Any] = {"echoed": []}
+    with connect(uri, ssl=ctx, server_hostname="localhost", open_timeout=TOOL_TIMEOUT) as ws:
+        for message in (b"binary through", "text through"):
+            ws.send(message)
+            got["echoed"].append(ws.recv(timeout=TOOL_TIMEOUT))
+        ws.close(1000, "OK")
+        got["status"] = ws.close_code
+    return got
+
+
+async def test_websockets_client_through_our_relay_to_a_tcp_backend(
+    server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
+) -> None:
+    """websockify's use: wss in front, each message's bytes to a plain TCP backend and back."""
+    listener, port = await tcp_listener()
+    backend, backend_port = await tcp_listener()
+    counts = [0, 0]
+
+    async def serve_backend() -> None:
+        raw = await backend.accept()
+        while chunk := await raw.receive_some():
+            await raw.send_all(chunk)
+        await raw.send_eof()
+        await raw.aclose()
+
+    async def serve_front() -> None:
+        conn = await ta.TLSServerLayer(server_ssl_context).attach(await listener.accept())
+        await ws_relay(conn, lambda: ta.open_tcp("127.0.0.1", backend_port), counts)
+        await conn.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_backend)
+        nursery.start_soon(serve_front)
+        got = await trio.to_thread.run_sync(
+            _websockify_client, f"wss://127.0.0.1:{port}/", client_ssl_context
+        )
+    await listener.aclose()
+    await backend.aclose()
+    assert got == {"echoed": [b"binary through", b"text through"], "status": 1000}
+    assert counts == [26, 26]
+
+
 # --- peers as servers, our client ---------------------------------------------------------------
 
 

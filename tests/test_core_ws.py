@@ -178,6 +178,19 @@ def test_wrong_accept_is_eproto(chunker: Callable[[bytes], list[bytes]]) -> None
     assert info.value.errno == errno.EPROTO
 
 
+def test_bad_frame_right_behind_the_101_fails_after_the_handshake() -> None:
+    client = WSCore(client=True)
+    server = WSCore(client=False)
+    server.feed(client.start())
+    client.feed(server.data_to_send() + bytes(server.encode(b"good")) + masked(0x82, b"bad"))
+    assert client.accepted()  # the handshake itself went well
+    assert client.next_message() == b"good"
+    with pytest.raises(WebSocketError, match="masked"):
+        client.next_message()
+    client.feed_eof()
+    assert client.accepted()
+
+
 def test_refused_upgrade_is_eproto() -> None:
     client = WSCore(client=True)
     client.start()

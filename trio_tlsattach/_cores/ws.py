@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Final, cast, final
+from typing import Final, NoReturn, cast, final
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
@@ -330,12 +330,11 @@ class WSCore:
         Raises :class:`WebSocketError` when it failed (the server then has a ``400`` answer
         in :meth:`data_to_send`) and :class:`ConnectionBroken` when the stream ended first.
         """
-        state = self._machine.state
-        if state is WSState.HANDSHAKE:
+        if self._connection is not None:
+            return True  # bad input right behind the handshake is for next_message to raise
+        if self._machine.state is WSState.HANDSHAKE:
             return False
-        if state is WSState.FAILED or state is WSState.BROKEN:
-            self._raise_final()
-        return True
+        self._raise_final()
 
     def _feed_handshake(self, data: bytes) -> None:
         handshake = self._handshake
@@ -484,7 +483,7 @@ class WSCore:
         self._machine.fire(WSEvent.PROTOCOL_ERROR)
         self._received.append(WebSocketError(message, close_code=code))
 
-    def _raise_final(self) -> None:
+    def _raise_final(self) -> NoReturn:
         for item in self._received:
             if not isinstance(item, MessageTooLarge) and isinstance(item, StackError):
                 raise item

@@ -52,7 +52,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import resource
+import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, Final, final
@@ -103,6 +103,10 @@ def fit_fd_limit(connections: int, fds_per_connection: int = 1) -> int:
     """
     if connections < 1 or fds_per_connection < 1:
         raise ValueError("connections and fds_per_connection must be at least 1")
+    if sys.platform == "win32":  # no RLIMIT_NOFILE: sockets are not bounded that way
+        return connections
+    import resource  # POSIX only: imported here so that the package imports everywhere
+
     needed = connections * fds_per_connection + FD_RESERVE
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:

@@ -241,7 +241,7 @@ class TLSWire(AttachedMixin, ByteStream):
         """Note whether the read drained the stream below, and feed what it brought."""
         self._drained = got < SCRATCH_SIZE
         if got:
-            self._feed(got, *scratch)
+            self._feed(got, scratch[0], scratch[1], scratch[2])  # a *-call makes a tuple
 
     def _feed(self, count: int, scratch: memoryview, d3: memoryview, d4: memoryview) -> None:
         """Hand the first ``count`` bytes of ``scratch`` to OpenSSL, counting whole records.

@@ -407,6 +407,22 @@ class ByteStream(Handle, trio.abc.HalfCloseableStream):
         """
         return False
 
+    async def _receive_for_owner(self, view: memoryview, deadline: float) -> tuple[int, bool]:
+        """For the owner: move at least one byte (0 at end of stream) into ``view``.
+
+        What is already there is taken without waiting; otherwise it waits (through
+        ``_wait_receivable`` where the stream can wait without reading). Returns the count
+        and whether it waited, so the owner's call can skip its own final checkpoint.
+        """
+        n = self._receive_nowait(view)
+        waited = n is None
+        while n is None:
+            if not await self._wait_receivable(deadline):
+                n = await self._receive_into(view, deadline, False)
+            else:
+                n = self._receive_nowait(view)
+        return n, waited
+
     async def _send_on_close(self, data: bytes) -> None:
         """For the owner: best-effort send of a last word (close_notify, an alert) on close.
 

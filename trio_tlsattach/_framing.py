@@ -151,14 +151,8 @@ class FramedStream(AttachedMixin, MessageStream):
 
     async def _read(self, deadline: float) -> bool:
         """Feed the core what the stream below has (waiting if need be); True if it waited."""
-        below, view = self._below, memoryview(self._buffer)
-        n = below._receive_nowait(view)
-        waited = n is None
-        while n is None:
-            if not await below._wait_receivable(deadline):
-                n = await below._receive_into(view, deadline, False)
-            else:
-                n = below._receive_nowait(view)
+        view = memoryview(self._buffer)
+        n, waited = await self._below._receive_for_owner(view, deadline)
         if n:
             self._core.feed(view[:n])
         else:

@@ -272,7 +272,7 @@ class HTTPStream(AttachedMixin, ByteStream):
         await trio.lowlevel.checkpoint_if_cancelled()
         core, below, view = self._core, self._below, memoryview(bytearray(READ_SIZE))
         while core.next_head(kind) is NEED_DATA:  # raises the core's errors (sticky)
-            n = await below._receive_into(view, deadline, False)
+            n, _ = await below._receive_for_owner(view, deadline)
             if n:
                 core.feed(view[:n])
             else:

@@ -262,14 +262,8 @@ class WSStream(AttachedMixin, MessageStream):
         Whatever the core has to say in answer (101, 400, a pong, a failure's close) goes out
         before the caller looks at the result.
         """
-        below, view = self._below, memoryview(self._buffer)
-        n = below._receive_nowait(view)
-        waited = n is None
-        while n is None:
-            if not await below._wait_receivable(deadline):
-                n = await below._receive_into(view, deadline, False)
-            else:
-                n = below._receive_nowait(view)
+        view = memoryview(self._buffer)
+        n, waited = await self._below._receive_for_owner(view, deadline)
         if n:
             self._core.feed(view[:n])
         else:

@@ -34,11 +34,12 @@ import contextlib
 import enum
 from abc import abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar, final
 
 import trio
 
+from ._cores._common import END_OF_STREAM, NEED_DATA, EndOfStream, NeedData
 from ._deadline import FOREVER
 from ._errors import BadHandle, InvalidArgument, InvalidArgumentType, StackError
 from ._mem import StateBlock
@@ -537,6 +538,33 @@ class MessageStream(Handle):
     async def _iterate(self) -> AsyncIterator[bytes]:
         while (message := await self.receive_message()) is not None:
             yield message
+
+
+M = TypeVar("M")
+
+
+async def receive_whole(
+    next_item: Callable[[], M | NeedData | EndOfStream],
+    read: Callable[[float], Awaitable[bool]],
+    deadline: float,
+) -> M | None:
+    """The receive loop of every message layer: one whole message from a sans-IO core, or
+    ``None`` at the end of the message stream.
+
+    ``next_item()`` asks the core (``NEED_DATA`` while its message is partial,
+    ``END_OF_STREAM`` after the last one); ``read(deadline)``
+    feeds it from the stream below and says whether it had to wait. The call is one Trio
+    checkpoint however many reads it takes: cancellation is checked on entry, and a call that
+    never waited still yields once at the end. A partial message stays in the core, so a
+    deadline or a cancel mid-message loses nothing.
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
+    waited = False
+    while (item := next_item()) is NEED_DATA:
+        waited = await read(deadline) or waited
+    if not waited:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+    return None if item is END_OF_STREAM else item
 
 
 class AttachedMixin(Handle):

@@ -43,8 +43,8 @@ from typing import Any, Final, Protocol
 
 import trio
 
-from ._base import AttachedMixin, ByteStream, ConflictDetector, Kind, MessageStream
-from ._cores import END_OF_STREAM, NEED_DATA, EndOfStream, NeedData
+from ._base import AttachedMixin, ByteStream, ConflictDetector, Kind, MessageStream, receive_whole
+from ._cores import EndOfStream, NeedData
 from ._cores._common import FrameState
 from ._deadline import FOREVER, check_deadline
 from ._errors import ConnectionBroken, NotSupported, SendAfterDone
@@ -141,13 +141,7 @@ class FramedStream(AttachedMixin, MessageStream):
     async def _receive_next(self, deadline: float = FOREVER) -> bytes | None:
         checked = check_deadline(deadline)
         with self._receive_conflict:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            waited = False
-            while (message := self._core.next_message()) is NEED_DATA:
-                waited = await self._read(checked) or waited
-            if not waited:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return None if message is END_OF_STREAM else message
+            return await receive_whole(self._core.next_message, self._read, checked)
 
     async def _read(self, deadline: float) -> bool:
         """Feed the core what the stream below has (waiting if need be); True if it waited."""

@@ -47,8 +47,16 @@ from typing import Any, Final, final
 
 import trio
 
-from ._base import AttachedMixin, ByteStream, ConflictDetector, Kind, MessageStream, close_shielded
-from ._cores._common import DEFAULT_MAX_SIZE, END_OF_STREAM, NEED_DATA, check_int
+from ._base import (
+    AttachedMixin,
+    ByteStream,
+    ConflictDetector,
+    Kind,
+    MessageStream,
+    close_shielded,
+    receive_whole,
+)
+from ._cores._common import DEFAULT_MAX_SIZE, check_int
 from ._cores.ws import WebSocketError, WSCore, WSState, check_close
 from ._deadline import FOREVER, check_deadline
 from ._errors import InvalidArgumentType, MessageTooLarge, NotSupported
@@ -248,13 +256,7 @@ class WSStream(AttachedMixin, MessageStream):
     async def _receive_any(self, deadline: float) -> bytes | str | None:
         checked = check_deadline(deadline)
         with self._receive_conflict:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            waited = False
-            while (message := self._core.next_message()) is NEED_DATA:
-                waited = await self._read(checked) or waited
-            if not waited:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return None if message is END_OF_STREAM else message
+            return await receive_whole(self._core.next_message, self._read, checked)
 
     async def _read(self, deadline: float) -> bool:
         """Feed the core what the stream below has (waiting if need be); True if it waited.

@@ -7,7 +7,6 @@ every subprocess is killed at the end, whatever happens.
 from __future__ import annotations
 
 import re
-import select
 import shutil
 import signal
 import socket
@@ -18,9 +17,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
+from _cli_helpers import TIMEOUT, read_line
 
 import trio_tlsattach as ta
 from trio_tlsattach._tunnel import (
@@ -33,7 +33,6 @@ from trio_tlsattach._tunnel import (
 )
 
 CLI = [sys.executable, "-m", "trio_tlsattach"]
-TIMEOUT = 20
 
 
 # --- pure parsing ------------------------------------------------------------------------------
@@ -87,19 +86,6 @@ async def test_open_endpoint_checks_its_deadline_first() -> None:
 # --- running the command -----------------------------------------------------------------------
 
 
-def read_line(stream: IO[bytes], what: str) -> str:
-    """One line from an unbuffered pipe, or fail after TIMEOUT seconds (never hang)."""
-    line = b""
-    while not line.endswith(b"\n"):
-        ready, _, _ = select.select([stream], [], [], TIMEOUT)
-        assert ready, f"no {what} within {TIMEOUT} s (got {line!r})"
-        byte = stream.read(1)
-        if not byte:
-            break
-        line += byte
-    return line.decode()
-
-
 class Serve:
     """A running ``tlsattach serve`` on a free port, with the lines it printed."""
 
@@ -120,7 +106,8 @@ class Serve:
         assert self.proc.stdout is not None
         self.lines: list[str] = []
         # listening on ..., CA certificate: ..., try: openssl ..., or: tlsattach connect ...
-        for _ in range(1 if "--cert" in args else 4):
+        # (with --ws: listening, CA certificate, try: python -m websockets ...)
+        for _ in range(1 if "--cert" in args else 3 if "--ws" in args else 4):
             self.lines.append(read_line(self.proc.stdout, "banner line"))
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", self.lines[0])
         assert match, self.lines
@@ -518,3 +505,55 @@ def test_max_connections_with_no_room_at_all_refuses_to_start() -> None:
     assert result.returncode == 1
     assert b"leaves no room for even one connection" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+# --- serve --ws -----------------------------------------------------------------------------------
+
+
+def ws_client(server: Serve) -> Any:
+    """A client of the ``websockets`` package (a peer no one here wrote) over wss://."""
+    from websockets.sync.client import connect
+
+    context = ssl.create_default_context(cafile=server.ca)
+    return connect(
+        f"wss://127.0.0.1:{server.port}/chat", ssl=context, server_hostname="localhost",
+        open_timeout=TIMEOUT, close_timeout=TIMEOUT, max_size=2**21,
+    )  # fmt: skip
+
+
+def test_ws_echo_with_the_websockets_package(serve: list[Serve]) -> None:
+    serve.append(server := Serve("--ws"))
+    assert "TLS + WebSocket" in server.lines[0]
+    assert "python -m websockets wss://localhost:" in server.lines[2]
+    big = bytes(range(256)) * 4096  # 1 MiB
+    with ws_client(server) as ws:
+        ws.send("héllo")
+        assert ws.recv(timeout=TIMEOUT) == "héllo"  # text stays text
+        ws.send(big)
+        assert ws.recv(timeout=TIMEOUT) == big
+        ws.ping(b"p").wait(TIMEOUT)
+        ws.close(1000, "OK")
+    assert ws.close_code == 1000
+    log = server.stop()
+    assert f"in={len('héllo'.encode()) + len(big)}" in log
+    assert "clean" in log
+
+
+def test_ws_relays_to_a_backend_as_bytes(serve: list[Serve]) -> None:
+    serve.append(server := Serve("--ws", "--backend", "exec:cat"))
+    with ws_client(server) as ws:
+        ws.send("to the backend")
+        assert ws.recv(timeout=TIMEOUT) == b"to the backend"  # bytes come back as binary
+        ws.close(1000)
+    assert ws.close_code == 1000
+    assert "clean" in server.stop()
+
+
+def test_ws_refuses_a_client_that_is_not_websocket(serve: list[Serve]) -> None:
+    serve.append(server := Serve("--ws"))
+    with tls_client(server.port, server.ca) as tls:
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")  # no Upgrade
+        answer = tls.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    log = server.stop()
+    assert "error:" in log

@@ -11,6 +11,10 @@ self-signed one for localhost in memory with trustme and writes its CA to a temp
 starts N-1 more processes that share the port through SO_REUSEPORT; the kernel spreads the
 connections among them.
 
+With ``--ws`` each connection speaks WebSocket inside TLS (``wss://``): messages are echoed, or
+relayed to the backend as bytes and the backend's bytes come back as binary messages
+(websockify's job; ``_wsrelay``).
+
 ``tlsattach connect ENDPOINT`` originates TLS: it connects to a TLS server (over TCP, a Unix
 socket or a command's stdin/stdout) and pumps our stdin and stdout through it, or, with
 ``--listen``, accepts plaintext connections locally and forwards each over TLS.
@@ -22,32 +26,46 @@ A backend that does not accept within ``--connect-timeout`` and a connection whe
 moved for ``--idle-timeout`` end that connection (one log line each). ``--max-connections``
 raises the process's descriptor limit to fit; when the hard limit is lower, the pool is
 shrunk to what fits, with a warning (and ``serve`` refuses to start if not even one fits).
-Endpoint and address parsing, and the byte pump, are in ``_tunnel``.
+Endpoint and address parsing, and the byte pump, are in ``_tunnel``; listening, signals and
+the default certificate in ``_clicommon``; ``tlsattach socks5`` (a SOCKS5 proxy, optionally
+behind TLS) in ``_clisocks5``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 
 from ._base import StackAttribute
-from ._clicommon import self_signed
+from ._clicommon import (
+    endpoint_arg,
+    failure,
+    fit_connections,
+    listen_address,
+    log,
+    open_listener,
+    self_signed,
+    stdio_blocking_restored,
+    unix_path_removed,
+    until_signal,
+)
+from ._clisocks5 import add_parser as add_socks5_parser
+from ._clisocks5 import check_arguments as check_socks5_arguments
+from ._clisocks5 import run as run_socks5
 from ._deadline import after
 from ._errors import StackError
-from ._listener import TLSListener, fit_fd_limit
+from ._listener import TLSListener
 from ._mem import StateBlockPool
 from ._tls import TLSStream
 from ._tlslayer import TLSClientLayer, TLSServerLayer
@@ -58,41 +76,18 @@ from ._tunnel import (
     describe,
     echo,
     open_endpoint,
-    parse_address,
-    parse_endpoint,
     pump,
     reset,
 )
+from ._wsrelay import ws_relay
 
 __all__ = ["main"]
-
-log = logging.getLogger("trio_tlsattach")
 
 DEFAULT_LISTEN = "127.0.0.1:8443"
 CONNECT_HANDSHAKE_TIMEOUT = 30.0
 # Descriptors one connection holds: the client's socket, and what the backend takes (a
 # socket; our stdin/stdout dup'd; a child's two pipes and its pidfd).
 FDS_PER_CONNECTION = {"echo": 1, "tcp": 2, "unix": 2, "stdio": 3, "exec": 4}
-
-
-def _endpoint(text: str) -> Endpoint:
-    try:
-        return parse_endpoint(text)
-    except StackError as exc:
-        raise argparse.ArgumentTypeError(exc.strerror) from None
-
-
-def _listen_address(text: str) -> str:
-    if text == "-":
-        return text
-    if not text.startswith("unix:"):
-        try:
-            parse_address(text)
-        except StackError as exc:
-            raise argparse.ArgumentTypeError(exc.strerror) from None
-    elif len(text) == 5:
-        raise argparse.ArgumentTypeError("unix: needs a path")
-    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,11 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     parser.add_argument("-q", "--quiet", action="store_true", help="log errors only")
-    sub = parser.add_subparsers(dest="command", metavar="{serve,connect}")
+    sub = parser.add_subparsers(dest="command", metavar="{serve,connect,socks5}")
 
     serve = sub.add_parser("serve", help="terminate TLS and forward to a backend")
     serve.add_argument(
-        "--listen", type=_listen_address, default=DEFAULT_LISTEN,
+        "--listen", type=listen_address, default=DEFAULT_LISTEN,
         help=f"HOST:PORT, unix:PATH, or - for one connection on stdin/stdout (inetd style) "
         f"(default {DEFAULT_LISTEN}; port 0 picks a free one)",
     )  # fmt: skip
@@ -118,9 +113,14 @@ def _parser() -> argparse.ArgumentParser:
         "--self-signed", action="store_true", help="make a localhost certificate (the default)"
     )
     serve.add_argument(
-        "--backend", type=_endpoint, default=Endpoint("echo"), help="endpoint (default: echo)"
+        "--backend", type=endpoint_arg, default=Endpoint("echo"), help="endpoint (default: echo)"
     )
     serve.add_argument("--alpn", nargs="+", metavar="PROTO", help="ALPN protocols to accept")
+    serve.add_argument(
+        "--ws", action="store_true",
+        help="speak WebSocket inside TLS (wss://): echo each message, or relay its bytes to "
+        "the backend and the backend's bytes back as binary messages (websockify's job)",
+    )  # fmt: skip
     serve.add_argument(
         "--handshake-timeout", type=float, default=10.0, metavar="SECONDS",
         help="a client gets this long to finish its handshake (default 10)",
@@ -147,82 +147,23 @@ def _parser() -> argparse.ArgumentParser:
 
     connect = sub.add_parser("connect", help="originate TLS to a server")
     connect.add_argument(
-        "endpoint", type=_endpoint, help="the TLS server: tcp:HOST:PORT, unix:PATH or exec:COMMAND"
+        "endpoint",
+        type=endpoint_arg,
+        help="the TLS server: tcp:HOST:PORT, unix:PATH or exec:COMMAND",
     )
     connect.add_argument("--ca", help="CA file to trust (default: the system's)")
     connect.add_argument("--servername", help="hostname to verify and send as SNI")
     connect.add_argument("--insecure", action="store_true", help="do not verify the server")
     connect.add_argument("--alpn", nargs="+", metavar="PROTO", help="ALPN protocols to offer")
     connect.add_argument(
-        "--listen", type=_listen_address,
+        "--listen", type=listen_address,
         help="accept plaintext here (HOST:PORT or unix:PATH) and forward each connection",
     )  # fmt: skip
+    add_socks5_parser(sub)
     return parser
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:
-    """A TCP listener with SO_REUSEPORT, so worker processes can share its port."""
-    info = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
-    family, kind, proto, _, address = info[0]
-    sock = trio.socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
-        await sock.bind(address)
-        sock.listen()
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketListener(sock)
-
-
-async def _open_listener(address: str, reuse_port: bool = False) -> tuple[trio.SocketListener, str]:
-    """Listen on ``HOST:PORT`` or ``unix:PATH``; returns the listener and its bound address."""
-    if address.startswith("unix:"):
-        path = address[5:]
-        sock = trio.socket.socket(trio.socket.AF_UNIX)
-        try:
-            await sock.bind(path)
-            sock.listen()
-        except BaseException:
-            sock.close()
-            raise
-        return trio.SocketListener(sock), f"unix:{path}"
-    host, port = parse_address(address)
-    if reuse_port:
-        listener = await _reuse_port_listener(host, port)
-    else:
-        listener = (await trio.open_tcp_listeners(port, host=host))[0]
-    return listener, describe(listener.socket.getsockname())
-
-
-@contextlib.contextmanager
-def _unix_path_removed(bound: str) -> Iterator[None]:
-    """Remove the Unix socket file we created, on the way out."""
-    try:
-        yield
-    finally:
-        if bound.startswith("unix:"):
-            with contextlib.suppress(OSError):
-                os.unlink(bound[5:])
-
-
-@contextlib.contextmanager
-def _stdio_blocking_restored() -> Iterator[None]:
-    """Put stdin/stdout back in their blocking mode afterwards (our pipe transport changes it)."""
-    saved = {}
-    for fd in (0, 1):
-        with contextlib.suppress(OSError):
-            saved[fd] = os.get_blocking(fd)
-    try:
-        yield
-    finally:
-        for fd, blocking in saved.items():
-            with contextlib.suppress(OSError):
-                os.set_blocking(fd, blocking)
 
 
 def _peer(tls: TLSStream) -> str:
@@ -241,12 +182,6 @@ def _connection_line(tls: TLSStream, peer: str, started: float, counts: list[int
     )
 
 
-def _failure(exc: BaseException) -> str:
-    """How a connection ended, for its log line: the reason, without the errno prefix."""
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return f"error: {reason or type(exc).__name__}"
-
-
 def _opener(args: argparse.Namespace) -> Callable[[], Awaitable[Any]] | None:
     """How ``serve`` opens a connection's backend (None: the built-in echo)."""
     backend: Endpoint = args.backend
@@ -256,53 +191,54 @@ def _opener(args: argparse.Namespace) -> Callable[[], Awaitable[Any]] | None:
 
 
 async def _tunnel(
-    tls: TLSStream, open_far: Callable[[], Awaitable[Any]] | None, idle: float | None = None
+    tls: TLSStream,
+    open_far: Callable[[], Awaitable[Any]] | None,
+    idle: float | None = None,
+    ws: bool = False,
 ) -> None:
-    """Pump one TLS connection to its other side (echo when ``open_far`` is None); log it."""
+    """Pump one TLS connection to its other side (echo when ``open_far`` is None); log it.
+
+    With ``ws``, WebSocket runs inside the TLS stream first (``serve --ws``); the counts are
+    then message bytes.
+    """
     started, peer = time.monotonic(), _peer(tls)
     counts = [0, 0]  # in = from the TLS peer, out = to the TLS peer
     how = "shutdown"  # what we report if we are cancelled
     try:
-        if open_far is None:
+        if ws:
+            await ws_relay(tls, open_far, counts)
+        elif open_far is None:
             await echo(tls, counts, idle)
         else:
             async with wrap_stream(await open_far()) as far:
                 await pump(tls, far, counts, idle)  # type: ignore[arg-type]
         how = "clean"
     except STREAM_ERRORS as exc:
-        how = _failure(exc)
+        how = failure(exc)
     finally:
         log.info("%s", _connection_line(tls, peer, started, counts, how))
     if how != "clean":  # not a close_notify: the client must not take a cut stream as whole
         await reset(tls)
 
 
-async def _until_signal(run: Callable[[], Awaitable[object]]) -> None:
-    """Run ``run()`` until it returns or SIGINT/SIGTERM arrives, then cancel it."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                async for signum in signals:
-                    log.info("%s: shutting down", signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
-
-            async def main_task() -> None:
-                await run()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
-            nursery.start_soon(main_task)
-
-
 # --- serve ---------------------------------------------------------------------------------
 
 
-def _print_banner(bound: str, backend: Endpoint, ca_path: str | None) -> None:
-    print(f"listening on {bound} (TLS, {backend} backend)", flush=True)
+def _print_banner(bound: str, backend: Endpoint, ca_path: str | None, ws: bool) -> None:
+    print(
+        f"listening on {bound} ({'TLS + WebSocket' if ws else 'TLS'}, {backend} backend)",
+        flush=True,
+    )
     if ca_path is None:
         return
     print(f"CA certificate: {ca_path} (removed on exit)", flush=True)
+    if ws and not bound.startswith("unix:"):
+        port = bound.rpartition(":")[2]
+        print(
+            f"try:  SSL_CERT_FILE={ca_path} python -m websockets wss://localhost:{port}/",
+            flush=True,
+        )
+        return
     if bound.startswith("unix:"):
         print(f"try:  tlsattach connect {bound} --servername localhost --ca {ca_path}", flush=True)
         return
@@ -321,23 +257,25 @@ async def _serve(args: argparse.Namespace, workdir: str) -> int:
     backend: Endpoint = args.backend
     open_far, idle = _opener(args), args.idle_timeout or None
     if args.listen == "-":
-        return await _serve_stdio(layer, open_far, args.handshake_timeout, idle)
+        return await _serve_stdio(layer, open_far, args.handshake_timeout, idle, args.ws)
     pool = None
     if args.max_connections:
-        pool = StateBlockPool(_fit_connections(args.max_connections, backend))
+        pool = StateBlockPool(
+            fit_connections(args.max_connections, FDS_PER_CONNECTION[backend.kind])
+        )
     workers = args.workers > 1 and not args.listen.startswith("unix:")
-    raw, bound = await _open_listener(args.listen, reuse_port=workers or args.reuse_port)
+    raw, bound = await open_listener(args.listen, reuse_port=workers or args.reuse_port)
     listener = TLSListener(raw, layer, handshake_deadline=args.handshake_timeout, pool=pool)
 
     async def serve() -> None:
         # Printed once SIGTERM is handled: whoever reads it may stop us cleanly at once.
-        _print_banner(bound, backend, ca_path)
-        await listener.serve(lambda tls: _tunnel(tls, open_far, idle))
+        _print_banner(bound, backend, ca_path, args.ws)
+        await listener.serve(lambda tls: _tunnel(tls, open_far, idle, args.ws))
 
-    with _unix_path_removed(bound):
+    with unix_path_removed(bound):
         children = await _start_workers(args, bound) if workers else []
         try:
-            await _until_signal(serve)
+            await until_signal(serve)
         finally:
             with trio.CancelScope(shield=True):
                 for child in children:
@@ -350,43 +288,26 @@ async def _serve(args: argparse.Namespace, workdir: str) -> int:
     return 0
 
 
-def _fit_connections(wanted: int, backend: Endpoint) -> int:
-    """``--max-connections``, shrunk (with a warning) to what the descriptor limit fits."""
-    fits = fit_fd_limit(wanted, FDS_PER_CONNECTION[backend.kind])
-    if fits < 1:
-        raise SystemExit(
-            "tlsattach: the open files limit (ulimit -n) leaves no room for even one "
-            "connection; raise it or drop --max-connections"
-        )
-    if fits < wanted:
-        log.warning(
-            "--max-connections %d needs more file descriptors than the hard limit (ulimit -Hn) "
-            "allows: serving at most %d connections",
-            wanted,
-            fits,
-        )
-    return fits
-
-
 async def _serve_stdio(
     layer: TLSServerLayer,
     open_far: Callable[[], Awaitable[Any]] | None,
     handshake_timeout: float,
     idle: float | None,
+    ws: bool,
 ) -> int:
     """One TLS connection on stdin/stdout, as inetd, systemd (Accept=yes) or socat hand it over.
 
     Nothing but TLS may reach stdout, so there is no banner; the log line goes to stderr.
     """
-    with _stdio_blocking_restored():
+    with stdio_blocking_restored():
         raw = open_pipe(os.dup(0), os.dup(1))
         try:
             tls = await layer.attach(raw, after(handshake_timeout))
         except STREAM_ERRORS as exc:
-            log.warning("- handshake failed: %s", _failure(exc))
+            log.warning("- handshake failed: %s", failure(exc))
             return 1
         async with tls:
-            await _until_signal(lambda: _tunnel(tls, open_far, idle))
+            await until_signal(lambda: _tunnel(tls, open_far, idle, ws))
     return 0
 
 
@@ -404,6 +325,8 @@ async def _start_workers(args: argparse.Namespace, bound: str) -> list[trio.Proc
         command += ["--key", args.key]
     if args.alpn:
         command += ["--alpn", *args.alpn]
+    if args.ws:
+        command.append("--ws")
     if args.max_connections:
         command += ["--max-connections", str(args.max_connections)]
     log.info("starting %d more worker processes on %s", args.workers - 1, bound)
@@ -451,18 +374,18 @@ async def _connect(args: argparse.Namespace) -> int:
                 await pump(tls, near, counts)  # type: ignore[arg-type]
                 how = "clean"
             except STREAM_ERRORS as exc:
-                how = _failure(exc)
+                how = failure(exc)
             finally:
                 log.info("%s", _connection_line(tls, peer, started, counts, how))
         return how == "clean"
 
     if args.listen is None:
-        with _stdio_blocking_restored():
+        with stdio_blocking_restored():
             clean = await one(open_pipe(os.dup(0), os.dup(1)))
         return 0 if clean else 1
 
-    raw, bound = await _open_listener(args.listen)
-    with _unix_path_removed(bound):
+    raw, bound = await open_listener(args.listen)
+    with unix_path_removed(bound):
         print(f"listening on {bound} (plaintext, forwarding over TLS to {endpoint})", flush=True)
 
         async def handler(local: Any) -> None:
@@ -471,7 +394,7 @@ async def _connect(args: argparse.Namespace) -> int:
         async def serve() -> None:
             await trio.serve_listeners(handler, [raw])
 
-        await _until_signal(serve)
+        await until_signal(serve)
     return 0
 
 
@@ -503,18 +426,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--listen - and --backend - would both be stdin/stdout")
         if args.listen == "-" and args.workers > 1:
             parser.error("--listen - serves one connection: no --workers")
+    if args.command == "socks5":
+        check_socks5_arguments(parser, args)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(
         level=level, format="%(asctime)s tlsattach: %(message)s", stream=sys.stderr, force=True
     )
     try:
-        if args.command == "serve":
-            workdir = tempfile.mkdtemp(prefix="tlsattach-")
-            try:
-                return trio.run(_serve, args, workdir)
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-        return trio.run(_connect, args)
+        if args.command == "connect":
+            return trio.run(_connect, args)
+        workdir = tempfile.mkdtemp(prefix="tlsattach-")  # a self-made certificate goes here
+        try:
+            return trio.run(_serve if args.command == "serve" else run_socks5, args, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
     except (StackError, OSError) as exc:
         print(f"tlsattach: {exc}", file=sys.stderr)
         return 1

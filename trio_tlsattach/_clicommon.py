@@ -1,7 +1,13 @@
-"""What the ``tlsattach`` subcommands share that is not the tunnel itself: the default certificate.
+"""What the ``tlsattach`` subcommands share that is not the tunnel itself.
 
 Theory of operation
 -------------------
+Every subcommand that listens (``serve``, ``connect --listen``, ``socks5``) parses its address
+with the same argparse types, listens through :func:`open_listener` (TCP, SO_REUSEPORT for
+``--workers``, or a Unix socket whose file is removed on the way out), runs under
+:func:`until_signal` (SIGINT/SIGTERM cancel the server, whose connections then close cleanly),
+and writes one log line per connection, its outcome from :func:`failure`.
+
 With no ``--cert``, ``serve`` makes a certificate for localhost in memory: a CA from trustme,
 and a leaf signed by that CA that strict RFC 5280 path validation accepts. trustme's own leaf
 is made for test suites: its subject is not empty and its subjectAltName is marked critical,
@@ -13,17 +19,41 @@ refuse the chain. The leaf here is what a public CA would issue for a TLS server
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import datetime
 import ipaddress
+import logging
 import os
+import signal
+from collections.abc import Awaitable, Callable, Iterator
 
+import trio
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["LEAF_VALIDITY", "self_signed"]
+from ._errors import StackError
+from ._listener import fit_fd_limit
+from ._tunnel import Endpoint, describe, parse_address, parse_endpoint
+
+__all__ = [
+    "LEAF_VALIDITY",
+    "endpoint_arg",
+    "failure",
+    "fit_connections",
+    "listen_address",
+    "log",
+    "open_listener",
+    "self_signed",
+    "stdio_blocking_restored",
+    "unix_path_removed",
+    "until_signal",
+]
+
+log = logging.getLogger("trio_tlsattach")
 
 LEAF_VALIDITY = datetime.timedelta(days=365)
 """How long the default leaf certificate is valid (from an hour before it is made)."""
@@ -88,3 +118,135 @@ def self_signed(directory: str) -> tuple[str, str]:
     with open(leaf_path, "wb") as f:
         f.write(key_pem + cert_pem)
     return leaf_path, ca_path
+
+
+# --- arguments, listening, signals ---------------------------------------------------------
+
+
+def endpoint_arg(text: str) -> Endpoint:
+    """argparse type of an endpoint (``--backend``, ``connect``'s target)."""
+    try:
+        return parse_endpoint(text)
+    except StackError as exc:
+        raise argparse.ArgumentTypeError(exc.strerror) from None
+
+
+def listen_address(text: str) -> str:
+    """argparse type of ``--listen``: ``HOST:PORT``, ``unix:PATH`` or ``-``."""
+    if text == "-":
+        return text
+    if not text.startswith("unix:"):
+        try:
+            parse_address(text)
+        except StackError as exc:
+            raise argparse.ArgumentTypeError(exc.strerror) from None
+    elif len(text) == 5:
+        raise argparse.ArgumentTypeError("unix: needs a path")
+    return text
+
+
+async def reuse_port_listener(host: str, port: int) -> trio.SocketListener:
+    """A TCP listener with SO_REUSEPORT, so worker processes can share its port."""
+    info = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+    family, kind, proto, _, address = info[0]
+    sock = trio.socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+        await sock.bind(address)
+        sock.listen()
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
+
+
+async def open_listener(address: str, reuse_port: bool = False) -> tuple[trio.SocketListener, str]:
+    """Listen on ``HOST:PORT`` or ``unix:PATH``; returns the listener and its bound address."""
+    if address.startswith("unix:"):
+        path = address[5:]
+        sock = trio.socket.socket(trio.socket.AF_UNIX)
+        try:
+            await sock.bind(path)
+            sock.listen()
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketListener(sock), f"unix:{path}"
+    host, port = parse_address(address)
+    if reuse_port:
+        listener = await reuse_port_listener(host, port)
+    else:
+        listener = (await trio.open_tcp_listeners(port, host=host))[0]
+    return listener, describe(listener.socket.getsockname())
+
+
+@contextlib.contextmanager
+def unix_path_removed(bound: str) -> Iterator[None]:
+    """Remove the Unix socket file we created, on the way out."""
+    try:
+        yield
+    finally:
+        if bound.startswith("unix:"):
+            with contextlib.suppress(OSError):
+                os.unlink(bound[5:])
+
+
+@contextlib.contextmanager
+def stdio_blocking_restored() -> Iterator[None]:
+    """Put stdin/stdout back in their blocking mode afterwards (our pipe transport changes it)."""
+    saved = {}
+    for fd in (0, 1):
+        with contextlib.suppress(OSError):
+            saved[fd] = os.get_blocking(fd)
+    try:
+        yield
+    finally:
+        for fd, blocking in saved.items():
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, blocking)
+
+
+def failure(exc: BaseException) -> str:
+    """How a connection ended, for its log line: the reason, without the errno prefix."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"error: {reason or type(exc).__name__}"
+
+
+async def until_signal(run: Callable[[], Awaitable[object]]) -> None:
+    """Run ``run()`` until it returns or SIGINT/SIGTERM arrives, then cancel it."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for signum in signals:
+                    log.info("%s: shutting down", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+
+            async def main_task() -> None:
+                await run()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            nursery.start_soon(main_task)
+
+
+def fit_connections(wanted: int, fds_per_connection: int) -> int:
+    """``--max-connections``, shrunk (with a warning) to what the descriptor limit fits.
+
+    Raises the soft ``RLIMIT_NOFILE`` as far as needed; exits when not even one fits.
+    """
+    fits = fit_fd_limit(wanted, fds_per_connection)
+    if fits < 1:
+        raise SystemExit(
+            "tlsattach: the open files limit (ulimit -n) leaves no room for even one "
+            "connection; raise it or drop --max-connections"
+        )
+    if fits < wanted:
+        log.warning(
+            "--max-connections %d needs more file descriptors than the hard limit (ulimit -Hn) "
+            "allows: serving at most %d connections",
+            wanted,
+            fits,
+        )
+    return fits

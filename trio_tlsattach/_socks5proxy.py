@@ -45,7 +45,7 @@ import trio
 
 from ._base import ByteStream, StackAttribute, close_shielded
 from ._deadline import after
-from ._errors import DeadlineExceeded, NotSupported
+from ._errors import DeadlineExceeded, InvalidArgument, NotSupported
 from ._listener import TLSListener
 from ._socks5 import (
     SOCKS5_COMMAND_NOT_SUPPORTED,
@@ -180,7 +180,7 @@ async def serve_socks5(
     Every connection ends with one log line: peer, target, bytes each way, duration, outcome.
     """
     if max_connections is not None and max_connections < 1:
-        raise ValueError("max_connections must be at least 1")
+        raise InvalidArgument("max_connections must be at least 1")
     slots = trio.Semaphore(max_connections) if max_connections else None
 
     async def handle(raw: Any) -> None:

@@ -129,3 +129,13 @@ async def test_cancelled_passes_through_a_transport_untouched(
         with trio.move_on_after(3) as scope:
             await b.receive_some(10, deadline=ta.after(100))  # cancelled while waiting
         assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize(
+    "cls", [ta.TLSError, ta.WebSocketError, ta.HTTPProtocolError, ta.SOCKS5ProtocolError]
+)
+def test_every_layers_protocol_error_is_a_protocol_violation(cls: type[ta.StackError]) -> None:
+    exc = cls("the peer broke the protocol")
+    assert isinstance(exc, ta.ProtocolViolation)
+    assert isinstance(exc, trio.BrokenResourceError)  # what a Trio user catches for a bad peer
+    assert exc.errno == errno.EPROTO

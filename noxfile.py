@@ -1,4 +1,5 @@
-"""nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench`` (``nox`` runs lint and tests).
+"""nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench``, ``nox -s bench_ws``,
+``nox -s bench_serve`` (``nox`` runs lint and tests).
 
 Each session makes its own virtualenv; arguments after ``--`` go to the tool, e.g.
 ``nox -s tests -- -k transports`` or ``nox -s bench -- --quick``.
@@ -32,3 +33,17 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against trio.SSLStream (and asyncio/uvloop) in one run."""
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session
+def bench_ws(session: nox.Session) -> None:
+    """WebSocket messages per second over TLS against trio-websocket, in one run."""
+    session.install("-e", ".[bench,test]")
+    session.run("python", "benchmarks/bench_ws.py", *session.posargs)
+
+
+@nox.session
+def bench_serve(session: nox.Session) -> None:
+    """`tlsattach serve` under 64 clients against trio.serve_ssl_over_tcp and stunnel."""
+    session.install("-e", ".[bench,test]")
+    session.run("python", "benchmarks/bench_serve.py", *session.posargs)

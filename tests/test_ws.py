@@ -510,3 +510,28 @@ async def test_relay_bad_input_is_raised_and_closes_the_stream() -> None:
         await ws_relay(b, None, [0, 0])
     assert b.closed
     await a.aclose()
+
+
+async def test_relay_ends_an_idle_connection(autojump_clock: trio.testing.MockClock) -> None:
+    a, b = ta.socketpair()
+    errors: list[BaseException] = []
+
+    async def relay() -> None:
+        try:
+            await ws_relay(b, None, [0, 0], idle_timeout=30)
+        except ta.DeadlineExceeded as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay)
+        ws = await WSLayer().attach(a)
+        start = trio.current_time()
+        await trio.sleep(20)
+        await ws.send("still here")  # traffic pushes the idle deadline forward
+        assert await ws.receive() == "still here"
+        assert await ws.receive() is None  # 30 s later the relay gives up, going away
+    assert ws.close_status == 1001
+    assert trio.current_time() - start == pytest.approx(50)
+    assert len(errors) == 1
+    assert b.closed
+    await ws.aclose()

@@ -206,7 +206,7 @@ async def _tunnel(
     how = "shutdown"  # what we report if we are cancelled
     try:
         if ws:
-            await ws_relay(tls, open_far, counts)
+            await ws_relay(tls, open_far, counts, idle_timeout=idle)
         elif open_far is None:
             await echo(tls, counts, idle)
         else:

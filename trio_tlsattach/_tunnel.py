@@ -34,7 +34,7 @@ import os
 import shlex
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, final
 
@@ -48,6 +48,7 @@ from ._transports import StreamTransport, open_pipe, open_tcp, open_unix
 __all__ = [
     "STREAM_ERRORS",
     "Endpoint",
+    "both_ways",
     "describe",
     "echo",
     "idle_deadline",
@@ -260,23 +261,36 @@ async def pump(
     ``idle_timeout`` (no byte either way for that long): see :func:`idle_deadline`.
     """
     counts = [0, 0] if counts is None else counts
-    failures: list[BaseException] = []
-
     with idle_deadline(idle_timeout) as moved:
-        async with trio.open_nursery() as nursery:
+        await both_ways(
+            lambda: _copy(a, b, counts, 0, moved), lambda: _copy(b, a, counts, 1, moved)
+        )
+    return counts[0], counts[1]
 
-            async def direction(source: ByteStream, sink: ByteStream, index: int) -> None:
-                try:
-                    await _copy(source, sink, counts, index, moved)
-                except STREAM_ERRORS as exc:
-                    failures.append(exc)
-                    nursery.cancel_scope.cancel()
 
-            nursery.start_soon(direction, a, b, 0)
-            nursery.start_soon(direction, b, a, 1)
+async def both_ways(
+    first: Callable[[], Awaitable[object]], second: Callable[[], Awaitable[object]]
+) -> None:
+    """Run the two directions of a relay at once, until both have ended.
+
+    If one fails with a stream error (a reset, a protocol error, a deadline), the other is
+    cancelled and that first error is raised as it is, never inside an exception group, so a
+    caller can catch :data:`STREAM_ERRORS` (``pump`` and the WebSocket relay use this).
+    """
+    failures: list[BaseException] = []
+    async with trio.open_nursery() as nursery:
+
+        async def run(direction: Callable[[], Awaitable[object]]) -> None:
+            try:
+                await direction()
+            except STREAM_ERRORS as exc:
+                failures.append(exc)
+                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(run, first)
+        nursery.start_soon(run, second)
     if failures:
         raise failures[0]
-    return counts[0], counts[1]
 
 
 def describe(value: Any) -> str:

@@ -17,6 +17,8 @@ At the end the close handshake is completed with status 1000 and the stream is h
 (``detach``), so the caller logs and closes it as it does for a plain tunnel. Any failure (bad
 WebSocket input, a reset, a deadline) closes the WebSocket layer and the stream under it and is
 raised as it is, never inside an exception group, so the caller's ``STREAM_ERRORS`` catches it.
+With ``idle_timeout``, a connection where no message or backend byte moved for that many
+seconds ends with :class:`DeadlineExceeded`, as ``tlsattach serve --idle-timeout`` asks.
 ``counts`` is updated as bytes move: ``counts[0]`` the payload bytes received from the WebSocket
 peer, ``counts[1]`` those sent to it (a text message counts its UTF-8 bytes).
 """
@@ -26,13 +28,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-import trio
-
 from ._base import ByteStream, close_shielded
 from ._deadline import after
 from ._errors import NotSupported
 from ._transports import wrap_stream
-from ._tunnel import CHUNK, STREAM_ERRORS
+from ._tunnel import CHUNK, both_ways, idle_deadline
 from ._ws import WSLayer, WSStream
 
 __all__ = ["CLOSE_TIMEOUT", "ws_relay"]
@@ -45,48 +45,41 @@ def _size(message: bytes | str) -> int:
     return len(message.encode("utf-8")) if isinstance(message, str) else len(message)
 
 
-async def _echo(ws: WSStream, counts: list[int]) -> None:
+async def _echo(ws: WSStream, counts: list[int], moved: Callable[[], None]) -> None:
     while (message := await ws.receive()) is not None:
         counts[0] += _size(message)
+        moved()
         await ws.send(message)
         counts[1] += _size(message)
+        moved()
 
 
-async def _to_backend(ws: WSStream, far: ByteStream, counts: list[int]) -> None:
+async def _to_backend(
+    ws: WSStream, far: ByteStream, counts: list[int], moved: Callable[[], None]
+) -> None:
     while (message := await ws.receive()) is not None:
         data = message.encode("utf-8") if isinstance(message, str) else message
         counts[0] += len(data)
+        moved()
         await far.send_all(data)
+        moved()
     try:
         await far.send_eof()  # the WebSocket peer closed: half-close the backend
     except NotSupported:
         await far.aclose()
 
 
-async def _from_backend(far: ByteStream, ws: WSStream, counts: list[int]) -> None:
+async def _from_backend(
+    far: ByteStream, ws: WSStream, counts: list[int], moved: Callable[[], None]
+) -> None:
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
     while n := await far.receive_into(buffer):
+        moved()
         await ws.send(view[:n])
         counts[1] += n
+        moved()
     await ws.send_eof(status=1000)  # the backend ended: our close
-
-
-async def _relay(ws: WSStream, far: ByteStream, counts: list[int]) -> None:
-    failures: list[BaseException] = []
-    async with trio.open_nursery() as nursery:
-
-        async def direction(run: Callable[[], Awaitable[None]]) -> None:
-            try:
-                await run()
-            except STREAM_ERRORS as exc:
-                failures.append(exc)
-                nursery.cancel_scope.cancel()
-
-        nursery.start_soon(direction, lambda: _to_backend(ws, far, counts))
-        nursery.start_soon(direction, lambda: _from_backend(far, ws, counts))
-    if failures:
-        raise failures[0]
 
 
 async def ws_relay(
@@ -95,6 +88,7 @@ async def ws_relay(
     counts: list[int],
     *,
     handshake_timeout: float = 10.0,
+    idle_timeout: float | None = None,
 ) -> None:
     """Serve one WebSocket connection on ``stream``: echo, or relay to ``await open_far()``.
 
@@ -109,13 +103,17 @@ async def ws_relay(
     """
     ws = await WSLayer(server_side=True).attach(stream, after(handshake_timeout))
     try:
-        if open_far is None:
-            await _echo(ws, counts)
-        else:
-            async with wrap_stream(await open_far()) as far:
-                if not isinstance(far, ByteStream):
-                    raise NotSupported(f"the backend must be a byte stream, not {far!r}")
-                await _relay(ws, far, counts)
+        with idle_deadline(idle_timeout) as moved:
+            if open_far is None:
+                await _echo(ws, counts, moved)
+            else:
+                async with wrap_stream(await open_far()) as far:
+                    if not isinstance(far, ByteStream):
+                        raise NotSupported(f"the backend must be a byte stream, not {far!r}")
+                    await both_ways(
+                        lambda: _to_backend(ws, far, counts, moved),
+                        lambda: _from_backend(far, ws, counts, moved),
+                    )
         await ws.detach(after(CLOSE_TIMEOUT), status=1000)
     except BaseException:
         await close_shielded(ws)

@@ -49,6 +49,8 @@ import trio
 
 from ._base import StackAttribute
 from ._clicommon import (
+    add_limit_options,
+    check_limit_options,
     endpoint_arg,
     failure,
     fit_connections,
@@ -121,24 +123,13 @@ def _parser() -> argparse.ArgumentParser:
         help="speak WebSocket inside TLS (wss://): echo each message, or relay its bytes to "
         "the backend and the backend's bytes back as binary messages (websockify's job)",
     )  # fmt: skip
-    serve.add_argument(
-        "--handshake-timeout", type=float, default=10.0, metavar="SECONDS",
-        help="a client gets this long to finish its handshake (default 10)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--connect-timeout", type=float, default=10.0, metavar="SECONDS",
-        help="a backend gets this long to accept a connection (default 10)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--idle-timeout", type=float, default=600.0, metavar="SECONDS",
-        help="end a connection when no byte moved either way for this long (default 600; "
-        "0: never)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--max-connections", type=int, metavar="N",
-        help="bound live connections (a state block pool); the excess is refused; "
+    add_limit_options(
+        serve,
+        handshake="a client gets this long to finish its handshake",
+        connect="a backend gets this long to accept a connection",
+        connections="bound live connections (a state block pool); the excess is refused; "
         "shrunk, with a warning, when the descriptor limit cannot fit N",
-    )  # fmt: skip
+    )
     serve.add_argument(
         "--workers", type=int, default=1, metavar="N",
         help="processes sharing the port (SO_REUSEPORT)",
@@ -415,13 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--key needs --cert")
         if args.workers < 1:
             parser.error("--workers must be at least 1")
-        if args.max_connections is not None and args.max_connections < 1:
-            parser.error("--max-connections must be at least 1")
-        for option in ("handshake_timeout", "connect_timeout"):
-            if not getattr(args, option) > 0:
-                parser.error(f"--{option.replace('_', '-')} must be a positive number of seconds")
-        if not args.idle_timeout >= 0:
-            parser.error("--idle-timeout must be 0 (never) or a positive number of seconds")
+        check_limit_options(parser, args)
         if args.listen == "-" and args.backend.kind == "stdio":
             parser.error("--listen - and --backend - would both be stdin/stdout")
         if args.listen == "-" and args.workers > 1:

@@ -41,6 +41,8 @@ from ._tunnel import Endpoint, describe, parse_address, parse_endpoint
 
 __all__ = [
     "LEAF_VALIDITY",
+    "add_limit_options",
+    "check_limit_options",
     "endpoint_arg",
     "failure",
     "fit_connections",
@@ -250,3 +252,37 @@ def fit_connections(wanted: int, fds_per_connection: int) -> int:
             fits,
         )
     return fits
+
+
+def add_limit_options(
+    parser: argparse.ArgumentParser, *, handshake: str, connect: str, connections: str
+) -> None:
+    """The options every server subcommand bounds its connections with (``serve``, ``socks5``).
+
+    The help texts say what each bound means for that subcommand.
+    """
+    parser.add_argument(
+        "--handshake-timeout", type=float, default=10.0, metavar="SECONDS",
+        help=f"{handshake} (default 10)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+        help=f"{connect} (default 10)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--idle-timeout", type=float, default=600.0, metavar="SECONDS",
+        help="end a connection when no byte moved either way for this long (default 600; "
+        "0: never)",
+    )  # fmt: skip
+    parser.add_argument("--max-connections", type=int, metavar="N", help=connections)
+
+
+def check_limit_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse bounds that mean nothing (argparse's exit status 2)."""
+    if args.max_connections is not None and args.max_connections < 1:
+        parser.error("--max-connections must be at least 1")
+    for option in ("handshake_timeout", "connect_timeout"):
+        if not getattr(args, option) > 0:
+            parser.error(f"--{option.replace('_', '-')} must be a positive number of seconds")
+    if not args.idle_timeout >= 0:
+        parser.error("--idle-timeout must be 0 (never) or a positive number of seconds")

@@ -29,6 +29,8 @@ from typing import Any
 import trio
 
 from ._clicommon import (
+    add_limit_options,
+    check_limit_options,
     fit_connections,
     listen_address,
     open_listener,
@@ -63,22 +65,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     socks5.add_argument("--tls", action="store_true", help="TLS on the listening side")
     socks5.add_argument("--cert", help="with --tls: certificate chain (PEM), or cert and key")
     socks5.add_argument("--key", help="with --tls: private key (PEM)")
-    socks5.add_argument(
-        "--handshake-timeout", type=float, default=10.0, metavar="SECONDS",
-        help="with --tls: a client gets this long to finish its handshake (default 10)",
-    )  # fmt: skip
-    socks5.add_argument(
-        "--connect-timeout", type=float, default=10.0, metavar="SECONDS",
-        help="from a client's first byte to the target's connection (default 10)",
-    )  # fmt: skip
-    socks5.add_argument(
-        "--idle-timeout", type=float, default=600.0, metavar="SECONDS",
-        help="end a relay when no byte moved either way for this long (default 600; 0: never)",
-    )  # fmt: skip
-    socks5.add_argument(
-        "--max-connections", type=int, metavar="N",
-        help="bound live clients; one more is closed at once with a log line",
-    )  # fmt: skip
+    add_limit_options(
+        socks5,
+        handshake="with --tls: a client gets this long to finish its handshake",
+        connect="from a client's first byte to the target's connection",
+        connections="bound live clients; one more is closed at once with a log line",
+    )
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -98,13 +90,7 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--cert and --key go with --tls")
     if args.key and not args.cert:
         parser.error("--key needs --cert")
-    if args.max_connections is not None and args.max_connections < 1:
-        parser.error("--max-connections must be at least 1")
-    for option in ("handshake_timeout", "connect_timeout"):
-        if not getattr(args, option) > 0:
-            parser.error(f"--{option.replace('_', '-')} must be a positive number of seconds")
-    if not args.idle_timeout >= 0:
-        parser.error("--idle-timeout must be 0 (never) or a positive number of seconds")
+    check_limit_options(parser, args)
 
 
 def _print_banner(bound: str, args: argparse.Namespace, ca_path: str | None) -> None:

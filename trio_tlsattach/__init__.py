@@ -5,16 +5,8 @@ A byte stream at the bottom (TCP, Unix socket, pipe, socketpair, memory), layers
 stream underneath with no byte lost. Only public names live here.
 """
 
-from ._base import (
-    ByteStream,
-    Handle,
-    Kind,
-    Layer,
-    MessageStream,
-    StackAttribute,
-    TLSAttribute,
-    TypedAttribute,
-)
+from ._attributes import StackAttribute, TLSAttribute, TypedAttribute
+from ._base import ByteStream, Handle, Kind, Layer, MessageStream
 from ._deadline import FOREVER, IMMEDIATE, after, now
 from ._errors import (
     BadHandle,

@@ -35,10 +35,12 @@ import enum
 from abc import abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar, final
+from typing import Any, ClassVar, Final, Protocol, TypeVar, final
 
 import trio
 
+# The typed attributes are re-exported: a layer takes the whole skeleton from here.
+from ._attributes import StackAttribute, TLSAttribute, TypedAttribute
 from ._cores._common import END_OF_STREAM, NEED_DATA, EndOfStream, NeedData
 from ._deadline import FOREVER
 from ._errors import BadHandle, InvalidArgument, InvalidArgumentType, StackError
@@ -79,44 +81,6 @@ class Phase(enum.IntEnum):
 
 # Enum member lookups cost about 160 ns each on CPython 3.11; ``_check`` runs on every call.
 _OPEN: Final = Phase.OPEN
-
-
-@final
-class TypedAttribute(Generic[T]):
-    """A key for :meth:`Handle.extra`, typed by what it returns (anyio's idea).
-
-    >>> version = tls.extra(TLSAttribute.tls_version)          # "TLSv1.3"
-    >>> alpn = stack.top.extra(TLSAttribute.alpn, None)         # found through any layers
-    """
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"<TypedAttribute {self.name}>"
-
-
-class StackAttribute:
-    """Attributes every transport provides (sockets give addresses; pipes give ``None``)."""
-
-    local_address: Final = TypedAttribute[Any]("local_address")
-    remote_address: Final = TypedAttribute[Any]("remote_address")
-    transport: Final = TypedAttribute[str]("transport")  # "tcp", "unix", "pipe", "memory"...
-
-
-class TLSAttribute:
-    """Attributes a TLS layer provides to itself and to every layer above it."""
-
-    tls_version: Final = TypedAttribute[str | None]("tls_version")
-    cipher: Final = TypedAttribute[tuple[str, str, int] | None]("cipher")
-    alpn: Final = TypedAttribute[str | None]("alpn")
-    peer_cert: Final = TypedAttribute[dict[str, Any] | None]("peer_cert")
-    peer_cert_der: Final = TypedAttribute[bytes | None]("peer_cert_der")
-    server_hostname: Final = TypedAttribute[str | None]("server_hostname")
-    server_side: Final = TypedAttribute[bool]("server_side")
-    session_reused: Final = TypedAttribute[bool]("session_reused")
 
 
 @final

@@ -47,7 +47,7 @@ from typing import Any
 
 import trio
 
-from ._base import StackAttribute
+from ._attributes import StackAttribute
 from ._clicommon import (
     add_limit_options,
     check_limit_options,

@@ -59,7 +59,8 @@ from typing import Any, Final, final
 
 import trio
 
-from ._base import StackAttribute, close_shielded
+from ._attributes import StackAttribute
+from ._base import close_shielded
 from ._deadline import after
 from ._errors import DeadlineExceeded, OutOfStateBlocks, StackError
 from ._mem import StateBlock, StateBlockPool

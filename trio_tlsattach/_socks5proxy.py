@@ -43,7 +43,8 @@ from typing import Any, Final
 
 import trio
 
-from ._base import ByteStream, StackAttribute, close_shielded
+from ._attributes import StackAttribute
+from ._base import ByteStream, close_shielded
 from ._deadline import after
 from ._errors import DeadlineExceeded, InvalidArgument, NotSupported
 from ._listener import TLSListener

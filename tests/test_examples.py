@@ -12,7 +12,9 @@ EXPECTED = {
     "echo_server.py": b"client 2 got b'hello from client 2'",
     "tls_messages.py": b"<ProtocolStack tcp > tls(client, TLSv1.3) > prefix(4)>",
     "tls_over_pipes.py": b"child says: b'HELLO THROUGH PIPES' over TLSv1.3",
+    "socks5_tunnel.py": b"target says: b'hello over TLS, through SOCKS5'",
     "tls_over_unix.py": b"echo: b'over a unix socket'",
+    "wss_echo.py": b"echo: h\xc3\xa9llo b'\\x00\\x01binary'",
 }
 
 

@@ -38,11 +38,11 @@ async def main() -> None:
         proxy = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
         await nursery.start(partial(serve_socks5, proxy, credentials=("alice", "s3cret")))
 
-        tcp = await open_tcp("127.0.0.1", proxy.socket.getsockname()[1])
-        tcp = await socks5_client_connectbyname(
-            tcp, "alice", "s3cret", "localhost", target_port, after(10)
-        )
-        async with ProtocolStack(tcp) as stack:
+        to_proxy = await open_tcp("127.0.0.1", proxy.socket.getsockname()[1])
+        to_target = await socks5_client_connectbyname(
+            to_proxy, "alice", "s3cret", "localhost", target_port, after(10)
+        )  # the same stream, now relayed to the target
+        async with ProtocolStack(to_target) as stack:
             tls = await stack.push(TLSClientLayer(ca, server_hostname="localhost"))
             print(stack)
             print("target says:", await tls.receive_some())

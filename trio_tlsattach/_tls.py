@@ -292,6 +292,11 @@ class TLSStream(TLSInfo, TLSClosing):
                 if self._ssl.version() != "TLSv1.3":  # 1.3 tickets come later
                     self._keep_session()
                 break
+            # The peer's first flight is often here already (a ClientHello sent right after
+            # connecting): read it without a wait. After that the reads come back short
+            # (``_drained``), and the peer's answer to our flight cannot be here yet.
+            if not self._drained and self._take_nowait():
+                continue
             if not await self._pull(deadline, during="handshake"):
                 self._break_both()
                 if self._https_compatible:  # a client that left: receives see EOF

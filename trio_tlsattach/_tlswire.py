@@ -316,8 +316,12 @@ class TLSWire(AttachedMixin, ByteStream):
         data = self._take_outgoing()
         sent = 0
         if data and self._wire_lock is None and not self._incoming.pending:
-            with contextlib.suppress(StackError):  # the next flush meets the error and tells
-                sent = self._wire._send_nowait(data)
+            with contextlib.suppress(StackError):  # the next read or flush meets it and tells
+                # A fresh look: the request may have come while OpenSSL finished the handshake
+                # (a client sends it right behind its Finished, often in a segment of its own).
+                self._take_nowait()
+                if not self._incoming.pending:
+                    sent = self._wire._send_nowait(data)
         self._delayed = data[sent:]
 
     async def _flush(self, deadline: float) -> None:

@@ -90,3 +90,44 @@ def test_the_cache_is_bounded(tmp_path: Path, tls_server_cert: trustme.LeafCert)
     for n in range(_tlsconfig._CACHE_LIMIT + 8):  # distinct configurations: ALPN names
         _tlsconfig.server_context(cert, key, [f"proto{n}"])
     assert len(_tlsconfig._cache) <= _tlsconfig._CACHE_LIMIT
+
+
+def test_a_cache_hit_costs_one_stat_per_file(
+    tmp_path: Path, tls_server_cert: trustme.LeafCert, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = _write(tmp_path, tls_server_cert)
+    context = _tlsconfig.server_context(cert, key, None)
+    calls: list[str] = []
+    real_stat, real_access = os.stat, os.access
+
+    def stat(path: str) -> os.stat_result:
+        calls.append("stat")
+        return real_stat(path)
+
+    def access(path: str, mode: int) -> bool:
+        calls.append("access")
+        return real_access(path, mode)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "access", access)
+    assert _tlsconfig.server_context(cert, key, None) is context
+    assert calls == ["stat", "stat"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads all")
+async def test_a_cached_certificate_made_unreadable_is_einval_at_attach(
+    tmp_path: Path, tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """chmod changes the file's change time: the cached context is not used, the file is
+    checked again."""
+    cert, key = _write(tmp_path, tls_server_cert)
+    assert await _served_cert(tls_ca, cert, key) == _der(tls_server_cert)  # now cached
+    os.chmod(key, 0)
+    try:
+        a, b = ta.socketpair()
+        with pytest.raises(ta.InvalidArgument, match="cannot read"):
+            await ta.tls_attach_server_mem(a, cert, key, bytearray(ta.TLS_SIZE), ta.after(10))
+        assert a.closed
+        await b.aclose()
+    finally:
+        os.chmod(key, 0o600)

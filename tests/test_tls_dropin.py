@@ -289,3 +289,47 @@ def test_subscriptable_like_trio_ssl_stream() -> None:
     alias = stream_class[trio.SocketStream]
     assert alias.__origin__ is ta.TLSStream
     assert alias.__args__ == (trio.SocketStream,)
+
+
+async def test_tasks_that_meet_in_the_handshake_wait_for_the_first_one(
+    server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
+) -> None:
+    """Three tasks start the handshake at once: one runs it, the others wait for its end and
+    carry on; after a failed handshake, the waiting tasks see the stream broken."""
+    client, server = socketpair_streams(client_ssl_context, server_ssl_context)
+    received: list[bytes] = []
+
+    async def receive() -> None:
+        received.append(await server.receive_some())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        nursery.start_soon(server.do_handshake)
+        nursery.start_soon(receive)
+        await client.do_handshake()
+        await client.send_all(b"after the handshake")
+    assert received == [b"after the handshake"]
+    await client.aclose()
+    await server.aclose()
+
+    stranger = trustme.CA().issue_cert("localhost")  # a certificate the client does not trust
+    other = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    stranger.configure_cert(other)
+    client, server = socketpair_streams(client_ssl_context, other)
+    errors: list[BaseException] = []
+
+    async def handshake() -> None:
+        try:
+            await server.do_handshake()
+        except (ta.TLSError, ta.ConnectionBroken) as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handshake)
+        nursery.start_soon(handshake)
+        with pytest.raises(ta.TLSError):
+            await client.do_handshake()
+        await client.aclose()
+    assert len(errors) == 2
+    assert any(isinstance(e, ta.ConnectionBroken) for e in errors)  # the waiting task's
+    await server.aclose()

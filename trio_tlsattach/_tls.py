@@ -157,7 +157,7 @@ class TLSStream(TLSInfo, TLSClosing):
         return types.GenericAlias(cls, transport)
 
     __slots__ = (
-        "_handshake_lock", "_https_compatible", "_raw", "_receive_conflict", "_send_conflict",
+        "_handshake_turn", "_https_compatible", "_raw", "_receive_conflict", "_send_conflict",
         "_server_side", "_ssl",
     )  # fmt: skip
 
@@ -203,8 +203,9 @@ class TLSStream(TLSInfo, TLSClosing):
         # layer made this stream for libdill's (see _tlslayer).
         self._dropin = True
         self._given = transport_stream
-        # Made when two tasks meet in the handshake, dropped after it: most never do.
-        self._handshake_lock: trio.Lock | None = None
+        # Whose turn the handshake is: None (nobody's), True (one task's, nobody waits), or
+        # the Event other tasks wait on, made only when two tasks meet: most never do.
+        self._handshake_turn: trio.Event | bool | None = None
         self._send_conflict = ConflictDetector("another task is already sending on this stream")
         self._receive_conflict = ConflictDetector(
             "another task is already receiving on this stream"
@@ -247,25 +248,28 @@ class TLSStream(TLSInfo, TLSClosing):
         await self._handshake(checked)
 
     async def _handshake(self, deadline: float) -> None:
-        if self._flags & _HANDSHOOK:
-            return
-        lock = self._handshake_lock
-        if lock is None:  # the first task here (no checkpoint before it starts); others queue
-            lock = self._handshake_lock = trio.Lock()
-            lock.acquire_nowait()
-        else:
-            await lock.acquire()
-        try:
-            await self._handshake_steps(deadline)
-        except BaseException:
-            # trio.SSLStream's rule: a handshake that did not finish (failed, timed out,
-            # cancelled) leaves the stream broken, so aclose only closes it. (A layer's attach
-            # closes the stream then anyway.)
-            if not self._flags & _HANDSHOOK and self._dropin:
-                self._break_both()
-            raise
-        finally:
-            lock.release()
+        while not self._flags & _HANDSHOOK:
+            turn = self._handshake_turn
+            if turn is not None:  # another task is in the handshake: wait for its end, retry
+                if not isinstance(turn, trio.Event):
+                    turn = self._handshake_turn = trio.Event()
+                await turn.wait()
+                continue
+            # The first task here: no lock and no checkpoint before it starts.
+            self._handshake_turn = True
+            try:
+                await self._handshake_steps(deadline)
+            except BaseException:
+                # trio.SSLStream's rule: a handshake that did not finish (failed, timed out,
+                # cancelled) leaves the stream broken, so aclose only closes it. (A layer's
+                # attach closes the stream then anyway.)
+                if not self._flags & _HANDSHOOK and self._dropin:
+                    self._break_both()
+                raise
+            finally:
+                waiting, self._handshake_turn = self._handshake_turn, None
+                if isinstance(waiting, trio.Event):
+                    waiting.set()
 
     async def _handshake_steps(self, deadline: float) -> None:
         while not self._flags & _HANDSHOOK:
@@ -288,7 +292,6 @@ class TLSStream(TLSInfo, TLSClosing):
                 await self._flush(deadline)
             if done:
                 self._set(_HANDSHOOK)
-                self._handshake_lock = None  # tasks waiting on it hold their own reference
                 if self._ssl.version() != "TLSv1.3":  # 1.3 tickets come later
                     self._keep_session()
                 break

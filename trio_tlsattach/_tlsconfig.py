@@ -6,12 +6,13 @@ libdill takes a certificate file and a key file; Trio users usually have an ``ss
 and test suites have ``trustme`` objects. All of them end up as one ``SSLContext`` per distinct
 configuration, built once and cached: loading a chain and parsing a key per connection costs
 more than the handshake's own public-key operation. Cache keys are the file paths with the
-files' identity (device, inode), modification time and size, taken by one ``stat`` per file
-and attach: a renewed certificate (rewritten in place, or a new file renamed over the old one,
-as certbot and ACME clients do) is picked up on the next attach, and a file that is gone or
-unreadable is EINVAL then, even if its context is cached. PEM bytes are keyed by their digest,
-``trustme`` objects by identity. The cache holds at most ``_CACHE_LIMIT`` contexts, the
-oldest going first (a renewal leaves the old entry to age out).
+files' identity (device, inode), modification and change times and size, taken by one
+``stat`` per file and attach (no other system call on a hit): a renewed certificate
+(rewritten in place, or a new file renamed over the old one, as certbot and ACME clients do)
+is picked up on the next attach, and a file that is gone or unreadable is EINVAL then, even if
+its context is cached. PEM bytes are keyed by their digest, ``trustme`` objects by identity.
+The cache holds at most ``_CACHE_LIMIT`` contexts, the oldest going first (a renewal leaves
+the old entry to age out).
 
 Defaults are the secure ones: TLS 1.2 or newer, and a client verifies the server's certificate
 and its hostname (``ssl.create_default_context``). Anything that cannot be loaded is
@@ -61,15 +62,25 @@ def _new_context(purpose: ssl.Purpose) -> ssl.SSLContext:
     return ctx
 
 
-def _file_key(path: str) -> tuple[str, int, int, int, int]:
-    """What identifies the content of the file at ``path`` now; EINVAL if it cannot be read."""
+def _file_key(path: str) -> tuple[str, int, int, int, int, int]:
+    """What identifies the content of the file at ``path`` now, from one ``stat``; EINVAL if
+    it is gone.
+
+    The change time is part of it: ``chmod``, ``chown`` and ACL changes set it, so a file made
+    unreadable since its context was cached misses the cache and is checked again
+    (:func:`_check_readable`) before anything is loaded. The path is kept as given: the device
+    and inode tell apart two files a relative path may name from different directories.
+    """
     try:
         st = os.stat(path)
-        if not os.access(path, os.R_OK):
-            raise PermissionError(13, "Permission denied")
     except OSError as exc:
         raise InvalidArgument(f"cannot read {path!r}: {exc.strerror}") from exc
-    return (os.path.abspath(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    return (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+
+
+def _check_readable(path: str | None) -> None:
+    if path is not None and not os.access(path, os.R_OK):
+        raise InvalidArgument(f"cannot read {path!r}: Permission denied")
 
 
 def _refuse_password() -> bytes:
@@ -103,8 +114,7 @@ def _load_pem(ctx: ssl.SSLContext, cert: bytes, key: bytes | None) -> None:
 
 
 def _cached(key: object, build: functools.partial[ssl.SSLContext]) -> ssl.SSLContext:
-    with _cache_lock:
-        ctx = _cache.get(key)
+    ctx = _cache.get(key)  # one dict lookup is atomic; the lock guards the eviction below
     if ctx is None:
         ctx = build()
         with _cache_lock:
@@ -135,6 +145,8 @@ def _build_server(cert: object, key: object, alpn: tuple[str, ...] | None) -> ss
     elif isinstance(cert, bytes):
         _load_pem(ctx, cert, key if isinstance(key, bytes) else None)
     else:
+        _check_readable(str(cert))
+        _check_readable(None if key is None else str(key))
         _load_chain(ctx, str(cert), None if key is None else str(key))
     _alpn(ctx, alpn)
     return ctx

@@ -78,6 +78,7 @@ __all__ = [
 
 DEFAULT_RECEIVE_SIZE: Final = 65536
 T = TypeVar("T")
+_SOCK_NONBLOCK: Final = getattr(socket, "SOCK_NONBLOCK", 0)  # Linux only
 
 _BROKEN_ERRNOS: Final = frozenset(
     {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT, errno.ENOTCONN}
@@ -311,7 +312,8 @@ class SocketTransport(FdTransport):
         super().__init__()
         if sock.type != socket.SOCK_STREAM:
             raise InvalidArgument("SocketTransport needs a SOCK_STREAM socket")
-        sock.setblocking(False)
+        if sock.gettimeout() != 0.0:  # 0.0: non-blocking already
+            sock.setblocking(False)
         self.socket = sock
         self._read_waitable = self._write_waitable = sock
         if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -503,7 +505,10 @@ def wrap_stream(stream: Any) -> Handle:
         return stream
     if isinstance(stream, trio.SocketStream):
         tsock = stream.socket
-        sock = socket.socket(tsock.family, tsock.type, tsock.proto, fileno=tsock.detach())
+        # Trio keeps its sockets non-blocking: SOCK_NONBLOCK tells the new socket object so
+        # (timeout 0) without another system call (SocketTransport skips its setblocking).
+        kind = tsock.type | _SOCK_NONBLOCK
+        sock = socket.socket(tsock.family, kind, tsock.proto, fileno=tsock.detach())
         return SocketTransport(sock)
     if isinstance(stream, trio.abc.Stream):
         return StreamTransport(stream)

@@ -286,6 +286,7 @@ class TLSStream(TLSInfo, TLSClosing):
                 self._break_both()
                 await self._flush_on_close()  # our alert tells the peer why
                 raise TLSError.from_ssl(exc, "handshake failed") from exc
+            wrote = self._outgoing.pending
             if done and self._server_side and self._ssl.version() == "TLSv1.3":
                 self._send_or_delay()  # the session tickets: the client may not read yet
             else:
@@ -295,10 +296,10 @@ class TLSStream(TLSInfo, TLSClosing):
                 if self._ssl.version() != "TLSv1.3":  # 1.3 tickets come later
                     self._keep_session()
                 break
-            # The peer's first flight is often here already (a ClientHello sent right after
-            # connecting): read it without a wait. After that the reads come back short
-            # (``_drained``), and the peer's answer to our flight cannot be here yet.
-            if not self._drained and self._take_nowait():
+            # A server's first step sends nothing, and the ClientHello is often here already
+            # (sent right after connecting): read it without a wait. After a step that sent
+            # records, the peer's answer to them cannot be here yet: wait first.
+            if not wrote and not self._drained and self._take_nowait():
                 continue
             if not await self._pull(deadline, during="handshake"):
                 self._break_both()

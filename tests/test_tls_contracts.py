@@ -8,6 +8,7 @@ and ``tls_attach_server_mem`` keep libdill's (forceful aclose, the stream below 
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import types
 
@@ -274,3 +275,44 @@ async def test_dropin_tls_in_tls_closes_each_level_gracefully(
     assert await server_inner.receive_some() == b""  # the inner close_notify
     assert await server_outer.receive_some() == b""  # and then the outer one: a clean end
     await server_inner.aclose()
+
+
+async def test_tickets_wait_for_a_request_that_came_while_the_handshake_ended(
+    server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
+) -> None:
+    """The server reads the client's Finished alone; its request lands while OpenSSL ends the
+    handshake. The server looks once more before the tickets go, and they wait for the answer
+    (one send fewer) instead of leaving on their own."""
+    a, b = ta.socketpair()
+    server = ta.TLSStream(b, server_ssl_context, server_side=True)
+    client_in, client_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_ssl_context.wrap_bio(client_in, client_out, server_hostname="localhost")
+    real_handshake = server._ssl.do_handshake
+
+    def handshake_then_request() -> None:
+        real_handshake()  # raises until the Finished is in: the request is not sent before
+        client.write(b"GET /")
+        a.socket.send(client_out.read())
+
+    server._ssl.do_handshake = handshake_then_request  # type: ignore[method-assign]
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    a.socket.send(client_out.read())  # the ClientHello
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        while not client_out.pending:  # the server's flight in, the Finished out
+            await trio.lowlevel.wait_readable(a.socket)
+            client_in.write(a.socket.recv(65536))
+            with contextlib.suppress(ssl.SSLWantReadError):
+                client.do_handshake()
+        a.socket.send(client_out.read())
+    assert server._delayed  # the tickets wait
+    assert await server.receive_some() == b"GET /"
+    await server.send_all(b"200")  # the tickets go in front of it
+    await trio.lowlevel.wait_readable(a.socket)
+    client_in.write(a.socket.recv(65536))
+    assert client.read(100) == b"200"
+    assert client.session is not None
+    assert client.session.has_ticket
+    await server.aclose()
+    await a.aclose()

@@ -17,9 +17,10 @@ pymalloc arena stays mapped while one object in it lives, the C heap keeps partl
 and dicts, sets and lists that grew to 5,000 entries keep their tables), about +35 MiB over a
 cold 60 MiB here. trio's own server keeps the same plateau: crowds of 2,000 concurrent echo
 clients took ``trio.serve_ssl_over_tcp`` from 49 to 68, 67, 68 MiB settled, and our listener
-from 49 to 69, 71, 71 MiB (same machine, one after the other). So RSS and the C heap's bytes in use (glibc's ``mallinfo2``: OpenSSL's
-memory, about 12 MiB) are checked for what a server needs, a plateau: the first crowd warms
-up, and after the later ones they are within 10 % of where the first left them.
+from 49 to 69, 71, 71 MiB (same machine, one after the other). So RSS and the C heap's bytes
+in use (glibc's ``mallinfo2``: OpenSSL's memory, about 12 MiB) are checked for what a server
+needs, a plateau: the first crowd warms up, and after the later ones they are within 10 % of
+where the first left them.
 """
 
 from __future__ import annotations

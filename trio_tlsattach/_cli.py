@@ -47,12 +47,10 @@ from typing import Any
 
 import trio
 
-from ._attributes import StackAttribute
 from ._clicommon import (
     add_limit_options,
     check_limit_options,
     endpoint_arg,
-    failure,
     fit_connections,
     listen_address,
     log,
@@ -75,9 +73,10 @@ from ._transports import open_pipe, wrap_stream
 from ._tunnel import (
     STREAM_ERRORS,
     Endpoint,
-    describe,
     echo,
+    failure,
     open_endpoint,
+    peer_of,
     pump,
     reset,
 )
@@ -157,14 +156,6 @@ def _parser() -> argparse.ArgumentParser:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _peer(tls: TLSStream) -> str:
-    """The peer's address, read at the start (a socket the peer reset no longer knows it)."""
-    try:
-        return describe(tls.extra(StackAttribute.remote_address, None))
-    except OSError:
-        return "-"
-
-
 def _connection_line(tls: TLSStream, peer: str, started: float, counts: list[int], how: str) -> str:
     cipher = tls.cipher()
     return (
@@ -192,7 +183,7 @@ async def _tunnel(
     With ``ws``, WebSocket runs inside the TLS stream first (``serve --ws``); the counts are
     then message bytes.
     """
-    started, peer = time.monotonic(), _peer(tls)
+    started, peer = time.monotonic(), peer_of(tls)
     counts = [0, 0]  # in = from the TLS peer, out = to the TLS peer
     how = "shutdown"  # what we report if we are cancelled
     try:
@@ -359,7 +350,7 @@ async def _connect(args: argparse.Namespace) -> int:
             await near.aclose()
             log.warning("%s: %s", endpoint, exc)
             return False
-        started, peer, counts, how = time.monotonic(), _peer(tls), [0, 0], "shutdown"
+        started, peer, counts, how = time.monotonic(), peer_of(tls), [0, 0], "shutdown"
         async with tls, near:
             try:
                 await pump(tls, near, counts)  # type: ignore[arg-type]

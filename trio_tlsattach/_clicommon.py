@@ -6,7 +6,7 @@ Every subcommand that listens (``serve``, ``connect --listen``, ``socks5``) pars
 with the same argparse types, listens through :func:`open_listener` (TCP, SO_REUSEPORT for
 ``--workers``, or a Unix socket whose file is removed on the way out), runs under
 :func:`until_signal` (SIGINT/SIGTERM cancel the server, whose connections then close cleanly),
-and writes one log line per connection, its outcome from :func:`failure`.
+and writes one log line per connection, its outcome from ``_tunnel.failure``.
 
 With no ``--cert``, ``serve`` makes a certificate for localhost in memory: a CA from trustme,
 and a leaf signed by that CA that strict RFC 5280 path validation accepts. trustme's own leaf
@@ -44,7 +44,6 @@ __all__ = [
     "add_limit_options",
     "check_limit_options",
     "endpoint_arg",
-    "failure",
     "fit_connections",
     "listen_address",
     "log",
@@ -207,12 +206,6 @@ def stdio_blocking_restored() -> Iterator[None]:
         for fd, blocking in saved.items():
             with contextlib.suppress(OSError):
                 os.set_blocking(fd, blocking)
-
-
-def failure(exc: BaseException) -> str:
-    """How a connection ended, for its log line: the reason, without the errno prefix."""
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return f"error: {reason or type(exc).__name__}"
 
 
 async def until_signal(run: Callable[[], Awaitable[object]]) -> None:

@@ -65,7 +65,7 @@ from ._socks5 import (
     socks5_proxy_sendreply,
 )
 from ._transports import open_tcp, wrap_stream
-from ._tunnel import STREAM_ERRORS, describe, pump
+from ._tunnel import STREAM_ERRORS, describe, failure, peer_of, pump
 
 __all__ = ["reply_for", "serve_socks5", "socks5_proxy_connection"]
 
@@ -188,7 +188,7 @@ async def serve_socks5(
         stream = wrap_stream(raw)
         assert isinstance(stream, ByteStream)
         if slots is not None and slots.value == 0:
-            log.warning("%s refused: %d connections already", _peer(stream), max_connections)
+            log.warning("%s refused: %d connections already", peer_of(stream), max_connections)
             await close_shielded(stream)
             return
         async with contextlib.AsyncExitStack() as stack:
@@ -205,20 +205,13 @@ async def serve_socks5(
             task_status.started()
 
 
-def _peer(stream: ByteStream) -> str:
-    try:
-        return describe(stream.extra(StackAttribute.remote_address, None))
-    except OSError:  # already reset: getpeername fails
-        return "-"
-
-
 async def _logged(
     stream: ByteStream,
     credentials: tuple[str, str] | None,
     connect_timeout: float,
     idle_timeout: float | None,
 ) -> None:
-    peer, started, counts = _peer(stream), time.monotonic(), [0, 0]
+    peer, started, counts = peer_of(stream), time.monotonic(), [0, 0]
     target = ["-"]
     how = "shutdown"  # what the line says if we are cancelled
 
@@ -236,7 +229,7 @@ async def _logged(
         )
         how = "clean"
     except STREAM_ERRORS as exc:
-        how = f"error: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
+        how = failure(exc)
     finally:
         log.info(
             "%s -> %s in=%d out=%d %.3fs %s",

@@ -40,6 +40,7 @@ from typing import Any, Final, final
 
 import trio
 
+from ._attributes import StackAttribute
 from ._base import ByteStream, Handle, close_shielded
 from ._deadline import FOREVER, check_deadline
 from ._errors import DeadlineExceeded, InvalidArgument, NotSupported, StackError
@@ -51,10 +52,13 @@ __all__ = [
     "both_ways",
     "describe",
     "echo",
+    "failure",
+    "half_close",
     "idle_deadline",
     "open_endpoint",
     "parse_address",
     "parse_endpoint",
+    "peer_of",
     "pump",
     "reset",
 ]
@@ -241,8 +245,13 @@ async def _copy(
         await sink.send_all(view[:n])
         counts[index] += n
         moved()
+    await half_close(sink)  # the other direction goes on
+
+
+async def half_close(sink: ByteStream) -> None:
+    """End what is sent to ``sink``: ``send_eof``, or a close where it cannot half-close."""
     try:
-        await sink.send_eof()  # half-close: the other direction goes on
+        await sink.send_eof()
     except NotSupported:
         await sink.aclose()
 
@@ -299,6 +308,23 @@ def describe(value: Any) -> str:
         host = str(value[0])
         return f"[{host}]:{value[1]}" if ":" in host else f"{host}:{value[1]}"
     return str(value) if value else "-"
+
+
+def peer_of(stream: Handle) -> str:
+    """The peer address of ``stream`` (found through any layers) for a log line, or ``"-"``.
+
+    Read it when the connection starts: a socket the peer has reset no longer knows it.
+    """
+    try:
+        return describe(stream.extra(StackAttribute.remote_address, None))
+    except OSError:
+        return "-"
+
+
+def failure(exc: BaseException) -> str:
+    """How a connection ended, for its log line: the reason, without the errno prefix."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"error: {reason or type(exc).__name__}"
 
 
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST

@@ -32,7 +32,7 @@ from ._base import ByteStream, close_shielded
 from ._deadline import after
 from ._errors import NotSupported
 from ._transports import wrap_stream
-from ._tunnel import CHUNK, both_ways, idle_deadline
+from ._tunnel import CHUNK, both_ways, half_close, idle_deadline
 from ._ws import WSLayer, WSStream
 
 __all__ = ["CLOSE_TIMEOUT", "ws_relay"]
@@ -63,10 +63,7 @@ async def _to_backend(
         moved()
         await far.send_all(data)
         moved()
-    try:
-        await far.send_eof()  # the WebSocket peer closed: half-close the backend
-    except NotSupported:
-        await far.aclose()
+    await half_close(far)  # the WebSocket peer closed: so does what the backend is sent
 
 
 async def _from_backend(

@@ -55,6 +55,7 @@ import trio
 
 from ._base import ByteStream, Handle, Kind, close_shielded
 from ._cores import NEED_DATA
+from ._cores._common import check_int
 from ._cores.socks5 import (
     ADDRESS_TYPE_NOT_SUPPORTED,
     BIND,
@@ -342,10 +343,7 @@ async def socks5_client_connectbyname(
     """As :func:`socks5_client_connect`, to ``hostname:port``; the proxy resolves the name (an
     IP literal is sent as an address, as libdill does). ``port`` is 1..65535; a name is 1 to
     255 bytes."""
-    if isinstance(port, bool) or not isinstance(port, int):
-        raise InvalidArgumentType(f"port must be an int, not {type(port).__name__}")
-    if not 0 < port <= 65535:
-        raise InvalidArgument(f"port must be 1..65535, not {port}")
+    check_int(port, "port", 1, 65535)  # the core's encoding takes 0 too (a reply's "any")
     if not isinstance(hostname, str) or not hostname:
         raise InvalidArgument(f"hostname must be a non-empty str, not {hostname!r}")
     return await _client(s, username, password, hostname, port, deadline)

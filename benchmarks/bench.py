@@ -6,7 +6,8 @@ Machines are shared and noisy, so every measure runs the contenders interleaved
 across runs, only ratios within one.
 
 Measures (``--only`` takes a comma-separated subset):
-  bulk      one-way throughput, sender and receiver in one process, TCP and Unix, 16K/64K/1M
+  bulk      one-way throughput, sender and receiver in one process, TCP and Unix, 16K/64K/1M,
+            and the C floor: the same bytes through OpenSSL and the socket with no event loop
   bulk2p    one-way throughput, sender in a spawned child process, TCP and Unix, 16K/64K/1M,
             and the CPU each end spends per MB
   handshake sequential full handshakes on new TCP connections: per second, CPU us per handshake
@@ -60,6 +61,7 @@ from _contenders import (
     serve_handshake,
     trio_connect,
 )
+from _floor import FLOORS, floor_seconds
 from _idle import idle_per_connection
 
 import trio_tlsattach as ta
@@ -198,12 +200,12 @@ async def _bulk_once(
 def bench_bulk(args: argparse.Namespace) -> list[Row]:
     rows = []
     total = 32 * MB if args.quick else 256 * MB
-    sizes = [64 * KiB] if args.quick else [16 * KiB, 64 * KiB, 1024 * KiB]
+    sizes = _sizes(args)
     names = _names(args, ["ours", "ours-some", "trio", *asyncio_names()])
     # Server -> client: the trio contenders that read with receive_some (asyncio's sender
     # and receiver are not swapped here).
     names_back = _names(args, ["ours-some", "trio"])
-    for unix in (False, True):
+    for unix in _transports(args):
         for size in sizes:
 
             def measure(
@@ -225,6 +227,15 @@ def bench_bulk(args: argparse.Namespace) -> list[Row]:
             some = {**medians, "ours": medians.get("ours-some", NAN)}
             some_samples = {**samples, "ours": samples.get("ours-some", [])}
             rows.append(_row(f"{label} (receive_some)", some, "MB/s", 1.8, samples=some_samples))
+            # The C floor (see _floor): what a stack with no Python or scheduler cost at all
+            # would reach, against the same run's trio.SSLStream.
+            floors = _medians(_interleave(args.rounds, _names(args, list(FLOORS)),
+                                          functools.partial(_floor_rate, size=size, unix=unix,
+                                                            total=total)))  # fmt: skip
+            for floor, how in (("floor-bio", "MemoryBIO"), ("floor-sslsocket", "SSLSocket")):
+                if floor in floors:
+                    rows.append(_row(f"  C floor, no event loop, {how} (info)",
+                                     {**medians, "ours": floors[floor]}, "MB/s", None))  # fmt: skip
             back = _interleave(args.rounds, names_back, functools.partial(measure, reverse=True))
             back_medians = _medians(back)
             back_medians["ours"] = back_medians.get("ours-some", NAN)
@@ -232,6 +243,22 @@ def bench_bulk(args: argparse.Namespace) -> list[Row]:
             rows.append(_row(f"{label} server->client (receive_some)", back_medians, "MB/s",
                              1.8, samples=back_samples))  # fmt: skip
     return rows
+
+
+def _floor_rate(name: str, *, size: int, unix: bool, total: int) -> float:
+    return total // size * size / floor_seconds(name, unix, size, total) / MB
+
+
+def _sizes(args: argparse.Namespace) -> list[int]:
+    """The write and read sizes of the bulk measures: ``--sizes``, else by ``--quick``."""
+    if args.sizes:
+        return [int(k) * KiB for k in args.sizes.split(",")]
+    return [64 * KiB] if args.quick else [16 * KiB, 64 * KiB, 1024 * KiB]
+
+
+def _transports(args: argparse.Namespace) -> list[bool]:
+    """The bulk measures' transports, as ``unix`` flags: ``--transports tcp,unix``."""
+    return [name.strip() == "unix" for name in args.transports.split(",")]
 
 
 # --- bulk, sender in a child process -------------------------------------------------------------
@@ -276,9 +303,9 @@ def bench_bulk2p(args: argparse.Namespace) -> list[Row]:
     pace, so the CPU rows show which end limits a contender (benchmarks/README)."""
     rows = []
     total = 64 * MB if args.quick else 256 * MB
-    sizes = [64 * KiB] if args.quick else [16 * KiB, 64 * KiB, 1024 * KiB]
+    sizes = _sizes(args)
     names = _names(args, ["ours", "ours-some", "trio", *asyncio_names()])
-    for unix in (False, True):
+    for unix in _transports(args):
         for size in sizes:
 
             def measure(name: str, size: int = size, unix: bool = unix) -> tuple[float, ...]:
@@ -567,6 +594,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     parser.add_argument("--only", default=",".join(MEASURES), help="comma-separated measures")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (median)")
+    parser.add_argument("--sizes", default="", help="bulk sizes in KiB, e.g. 64,1024")
+    parser.add_argument("--transports", default="tcp,unix", help="bulk transports: tcp, unix")
     parser.add_argument("--json", help="append results as JSON lines to this file")
     parser.add_argument(
         "--contenders",

@@ -1,5 +1,6 @@
 """The TLS layer: conformance on every transport, data paths, half-close, detach, stacking."""
 
+import itertools
 import random
 import ssl
 
@@ -9,6 +10,7 @@ import trio.testing
 import trustme
 
 import trio_tlsattach as ta
+from trio_tlsattach._tls import PLAIN_LENT
 from trio_tlsattach.testing import TRANSPORT_PAIRS, attach_both, check_layer, tls_pair
 
 
@@ -134,6 +136,49 @@ async def test_fast_path_keeps_order_with_random_sizes_and_interleaved_tasks(
         nursery.start_soon(sender, server, 2)
         nursery.start_soon(receiver, server, client, 3)
         nursery.start_soon(receiver, client, server, 4)
+
+
+async def test_receive_some_larger_than_the_lent_buffer_comes_in_steps(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """``receive_some`` decrypts into a lent buffer of at most PLAIN_LENT bytes: a larger
+    ``max_bytes`` gets bytes (not a view of the buffer) in steps, and nothing is lost or
+    reordered when small and large reads follow each other."""
+    client, server = await tls_pair(*ta.socketpair(), tls_ca, tls_server_cert)
+    data = random.Random(7).randbytes(3 * PLAIN_LENT + 12345)
+    got = bytearray()
+    sizes = []
+    async with client, server, trio.open_nursery() as nursery:
+        nursery.start_soon(client.send_all, data)
+        for max_bytes in itertools.cycle([10 * PLAIN_LENT, 1, 100_000, PLAIN_LENT + 1]):
+            if len(got) == len(data):
+                break
+            chunk = await server.receive_some(max_bytes)
+            assert type(chunk) is bytes
+            assert 0 < len(chunk) <= min(max_bytes, PLAIN_LENT)
+            sizes.append(len(chunk))
+            got += chunk
+    assert got == data
+    assert max(sizes) > 1
+
+
+async def test_a_receive_that_yields_before_waiting_still_honours_its_deadline(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """A read yields once before it waits (the peer may be a task of this process); a peer
+    that sends nothing still costs the deadline, the stream stays usable, and the data that
+    comes later is read whole."""
+    client, server = await tls_pair(*ta.socketpair(), tls_ca, tls_server_cert)
+    async with client, server:
+        for _ in range(20):  # the yielding read, then the ones that wait at once
+            with pytest.raises(ta.DeadlineExceeded):
+                await server.receive_some(deadline=ta.after(0.01))
+        with trio.move_on_after(0.01) as scope:
+            await server.receive_some()
+        assert scope.cancelled_caught
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, b"late")
+            assert await server.receive_some() == b"late"
 
 
 @pytest.mark.parametrize("client_first", [True, False])

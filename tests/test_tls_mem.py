@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trustme
 
 import trio_tlsattach as ta
+from trio_tlsattach._tls import PLAIN_LENT, _spare_plain
 from trio_tlsattach._tlsconfig import CertSource
 from trio_tlsattach.testing import attach_both, tls_pair
 
@@ -296,6 +298,34 @@ async def test_bad_certificate_through_the_facade_closes_the_stream(tmp_path: Pa
     await a.aclose()
 
 
+async def test_receivers_waiting_at_once_hold_no_lent_buffer(
+    tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
+) -> None:
+    """``receive_some`` borrows its plaintext buffer only while it decrypts, never across a
+    wait: fifty idle connections waiting in it hold none, and the free list stays as long
+    as the deepest nesting (one here)."""
+    count = 50
+    streams = [await tls_pair(*ta.socketpair(), tls_ca, tls_server_cert) for _ in range(count)]
+    got: list[bytes] = []
+
+    async def wait_for_data(server: ta.TLSStream) -> None:
+        got.append(await server.receive_some(PLAIN_LENT))
+
+    async with trio.open_nursery() as nursery:
+        for _, server in streams:
+            nursery.start_soon(wait_for_data, server)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(_spare_plain) <= 1
+        for client, _ in streams:
+            await client.send_all(b"x" * 100_000)
+    assert len(_spare_plain) <= 1
+    assert all(0 < len(data) <= 100_000 for data in got)
+    assert len(got) == count
+    for client, server in streams:
+        await client.aclose()
+        await server.aclose()
+
+
 @pytest.mark.parametrize("transport", ["socketpair", "memory"])
 async def test_a_connection_idle_after_a_request_holds_no_buffer(
     transport: str, tls_ca: trustme.CA, tls_server_cert: trustme.LeafCert
@@ -305,15 +335,20 @@ async def test_a_connection_idle_after_a_request_holds_no_buffer(
     pairs = [ta.socketpair() if transport == "socketpair" else ta.memory_pair()
              for _ in range(count)]  # fmt: skip
     streams = [await tls_pair(a, b, tls_ca, tls_server_cert) for a, b in pairs]
+
+    async def request(client: ta.TLSStream, server: ta.TLSStream) -> None:
+        await client.send_all(b"GET / HTTP/1.0\r\n\r\n")
+        assert await server.receive_some() == b"GET / HTTP/1.0\r\n\r\n"
+        await server.send_all(b"ok")
+        assert await client.receive_some() == b"ok"
+
+    await request(*streams[0])  # the process's lent buffers exist from here on
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for client, server in streams:
-            await client.send_all(b"GET / HTTP/1.0\r\n\r\n")
-            assert await server.receive_some() == b"GET / HTTP/1.0\r\n\r\n"
-            await server.send_all(b"ok")
-            assert await client.receive_some() == b"ok"
-        per_connection = (tracemalloc.get_traced_memory()[0] - before) / count
+        for client, server in streams[1:]:
+            await request(client, server)
+        per_connection = (tracemalloc.get_traced_memory()[0] - before) / (count - 1)
     finally:
         tracemalloc.stop()
     assert per_connection < 8192

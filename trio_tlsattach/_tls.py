@@ -24,7 +24,10 @@ caller's buffer is not full it pulls more ciphertext from the stream below *with
 (``_receive_nowait``) and decrypts again. Only when nothing at all is available does it wait,
 and then the deadline's scope is built. One user call is one scheduler round trip, however many
 16 KiB records it moves. Whether OpenSSL has a whole record to decrypt is known without asking
-it (its "no" is an exception), from the record count ``_tlswire`` keeps.
+it (its "no" is an exception), from the record count ``_tlswire`` keeps. ``receive_some`` runs
+the same loop (``_receive``) into a plaintext buffer lent for the synchronous step, and copies
+what arrived into the ``bytes`` it returns: no buffer is zeroed or kept per call or per
+connection, and none is held while a receive waits.
 A send encrypts up to ``SEND_CHUNK`` bytes with one ``SSLObject.write`` and hands the ciphertext
 below with one non-blocking send (``_send_nowait``); only a remainder waits.
 
@@ -56,7 +59,7 @@ import socket
 import ssl
 import types
 from collections.abc import Callable
-from typing import Any, Final, final
+from typing import Any, Final, final, overload
 
 import trio
 
@@ -88,14 +91,21 @@ from ._tlswire import (
     _SEND_BROKEN,
     _SEND_DONE,
     DEFAULT_RECEIVE_SIZE,
-    SCRATCH_SIZE,
 )
 from ._transports import SocketTransport, StreamTransport, bytes_view, wrap_stream
 
 __all__ = ["TLSStream"]
 
-_SOME_SIZE: Final = 4 * SCRATCH_SIZE
-"""The most ``receive_some`` allocates beyond what is already buffered (see there)."""
+PLAIN_LENT: Final = 1024 * 1024
+"""The most one ``receive_some`` returns: the largest plaintext buffer it decrypts into, lent
+per call (see ``_take``). A larger ``max_bytes`` is served in steps of this size."""
+
+# Plaintext buffers lent to receive_some for one synchronous step (pop and append are atomic,
+# so threads each running Trio share the list). Its length is the deepest nesting of TLS in TLS
+# seen, not the number of connections. A buffer grows to the largest max_bytes asked for, in
+# powers of two from 64 KiB to PLAIN_LENT: a process that reads 64 KiB at a time holds 64 KiB.
+_spare_plain: list[memoryview] = []
+_NO_PLAIN: Final = memoryview(b"")
 
 SEND_CHUNK: Final = 256 * 1024
 """Plaintext encrypted per ``SSLObject.write``: bounds the ciphertext held in memory."""
@@ -442,10 +452,46 @@ class TLSStream(TLSInfo, TLSClosing):
             self._recv_error = (ConnectionBroken, _NO_CLOSE_NOTIFY)
         self._set(_RECV_BROKEN)
 
+    async def receive_into(self, buffer: Any, deadline: float = FOREVER) -> int:
+        """Receive up to ``len(buffer)`` bytes into ``buffer``; return the count, 0 at EOF.
+
+        Every whole record already here is decrypted straight into ``buffer`` in this one
+        call, the fast way to read bulk data::
+
+            buf = bytearray(65536)
+            while n := await tls.receive_into(buf):
+                sink.write(memoryview(buf)[:n])
+        """
+        self._check()  # the base class's, inlined: one coroutine less per call
+        return await self._receive(as_writable_view(buffer), 0, deadline, True)
+
+    async def receive_some(self, max_bytes: int | None = None, deadline: float = FOREVER) -> bytes:
+        """Receive up to ``max_bytes`` bytes (64 KiB if ``None``); ``b""`` at the peer's
+        close_notify. Whole records already here all come in this one call."""
+        self._check()
+        size = check_max_bytes(max_bytes, DEFAULT_RECEIVE_SIZE)
+        return await self._receive(None, size, deadline, True)
+
     async def _receive_into(
         self, buffer: Any, deadline: float = FOREVER, checkpoint: bool = True
     ) -> int:
-        view = as_writable_view(buffer)
+        return await self._receive(as_writable_view(buffer), 0, deadline, checkpoint)
+
+    async def _receive_some(self, max_bytes: int | None = None, deadline: float = FOREVER) -> bytes:
+        size = check_max_bytes(max_bytes, DEFAULT_RECEIVE_SIZE)
+        return await self._receive(None, size, deadline, True)
+
+    @overload
+    async def _receive(
+        self, view: memoryview, size: int, deadline: float, checkpoint: bool
+    ) -> int: ...
+    @overload
+    async def _receive(self, view: None, size: int, deadline: float, checkpoint: bool) -> bytes: ...
+    async def _receive(
+        self, view: memoryview | None, size: int, deadline: float, checkpoint: bool
+    ) -> int | bytes:
+        """Both receives: into ``view`` (the count), or, when it is None, up to ``size`` bytes
+        as ``bytes`` (see ``_take``). A wait, if any, is the only scheduler turn."""
         checked = check_deadline(deadline)
         busy = self._receive_conflict  # ConflictDetector, spelled out: this is a hot path
         if busy.held:
@@ -455,10 +501,12 @@ class TLSStream(TLSInfo, TLSClosing):
             if checkpoint:
                 await trio.lowlevel.checkpoint_if_cancelled()
             if self._pushback:
-                n = self._take_pushback_into(view)
+                result: int | bytes = (
+                    self._take_pushback(size) if view is None else self._take_pushback_into(view)
+                )
                 if checkpoint:
                     await trio.lowlevel.cancel_shielded_checkpoint()
-                return n
+                return result
             if not self._flags & _HANDSHOOK:
                 try:
                     await self._handshake(checked)
@@ -470,46 +518,49 @@ class TLSStream(TLSInfo, TLSClosing):
             waited = False
             while True:
                 if self._flags & _RECV_EOF:
-                    n = 0
+                    result = 0 if view is not None else b""
                     break
                 if self._recv_error is not None:
                     self._raise_receive_error()
                 try:
-                    got = self._fill(view)
+                    got = self._fill(view) if view is not None else self._take(size)
                 except TLSError:
                     await self._flush_on_close()  # the alert OpenSSL queued for the peer
                     raise
                 if self._outgoing.pending:
                     await self._flush(checked)
                 if got is not None:
-                    n = got
+                    result = got
                     break
                 waited = True
                 if not await self._pull(checked, during="receive"):
                     self._transport_eof()
-            self._bytes_in += n
+            self._bytes_in += len(result) if isinstance(result, bytes) else result
             if checkpoint and not waited:
                 await trio.lowlevel.cancel_shielded_checkpoint()
-            return n
+            return result
         finally:
             busy.held = False
 
-    async def _receive_some(self, max_bytes: int | None = None, deadline: float = FOREVER) -> bytes:
-        size = check_max_bytes(max_bytes, DEFAULT_RECEIVE_SIZE)
-        if size > _SOME_SIZE:
-            # A buffer of max_bytes is zeroed in full and may be left mostly empty: 1 MiB
-            # costs 0.5 ms (mmap, page faults), 256 KiB 4 us. Take what is here already
-            # (plaintext and ciphertext held, pushed-back bytes), and at least 256 KiB.
-            here = self._raw.pending() + self._incoming.pending + len(self._pushback)
-            size = min(size, max(_SOME_SIZE, here))
-        # A fresh buffer per call: one kept between calls would stay with a connection that
-        # goes idle after bulk traffic. Decrypted straight into it; the one copy is to bytes
-        # (what trio.SSLStream returns), and cutting the unused tail first allocates nothing.
-        buffer = bytearray(size)
-        n = await self._receive_into(buffer, deadline)
-        if n < size:
-            del buffer[n:]
-        return bytes(buffer)
+    def _take(self, size: int) -> bytes | None:
+        """``receive_some``'s ``_fill``: decrypt into a lent buffer, return a copy as bytes.
+
+        The buffer is lent for this synchronous step only (a free list, as the ciphertext
+        scratch of ``_tlswire``), so no connection keeps one, nothing is zeroed per call, and
+        the one copy, into the ``bytes`` trio.SSLStream returns, is of what arrived.
+        """
+        lent = _spare_plain.pop() if _spare_plain else _NO_PLAIN
+        room = len(lent)
+        if room < size and room < PLAIN_LENT:  # grown in powers of two, up to PLAIN_LENT
+            room = min(max(1 << (size - 1).bit_length(), DEFAULT_RECEIVE_SIZE), PLAIN_LENT)
+            lent = memoryview(bytearray(room))
+        try:
+            n = self._fill(lent if size >= room else lent[:size])
+            if n is None:
+                return None
+            return bytes(lent if n == room else lent[:n])
+        finally:
+            _spare_plain.append(lent)
 
     def _receive_nowait(self, view: memoryview) -> int | None:
         if self._pushback:

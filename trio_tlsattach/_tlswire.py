@@ -60,6 +60,9 @@ the connection: a bound here keeps a connection that once moved bulk data cheap 
 a larger read means fewer wake-ups, calls and allocations per MB. Measured (benchmarks/README):
 128 KiB cost 100 KB more per idle pair after bulk traffic than trio.SSLStream, 48 KiB cost
 40 % more allocations per MB than 64 KiB."""
+_PROBE_EVERY: Final = 16
+"""Reads that wait at once after a yield found nothing, before the next one yields first."""
+
 _FULL_LIMIT: Final = SCRATCH_SIZE - 4  # where the header walk of a full read stops
 
 # Scratch buffers lent for one synchronous step. A list, not one buffer: TLS in TLS nests these
@@ -105,7 +108,7 @@ class TLSWire(AttachedMixin, ByteStream):
     __slots__ = (
         "_bytes_in", "_bytes_out", "_delayed", "_drained", "_flags", "_incoming", "_outgoing",
         "_pull_done", "_pulling", "_records", "_recv_error", "_send_error", "_skip",
-        "_split_header", "_wait_buffer", "_wire", "_wire_lock",
+        "_split_header", "_wait_buffer", "_waits_to_probe", "_wire", "_wire_lock",
     )  # fmt: skip
 
     _wire: ByteStream  # ``_below``, typed: the hot path's isinstance checks cost time
@@ -135,6 +138,8 @@ class TLSWire(AttachedMixin, ByteStream):
         # One task at a time waits on the stream below (see _pull); a second one waits for it.
         self._pulling = False
         self._pull_done: trio.Event | None = None  # made only when a second task waits
+        # Waits before the next one that yields first (see _pull_below): 0 means yield first.
+        self._waits_to_probe = 0
 
     # --- state record -------------------------------------------------------------------------
 
@@ -204,6 +209,17 @@ class TLSWire(AttachedMixin, ByteStream):
                 # there, and ``_drained`` may be stale (set by the last short read): look once
                 # without waiting, so IMMEDIATE does what can be done.
                 got = self._take_nowait()
+                if got is not None:
+                    return got
+            elif self._waits_to_probe:
+                self._waits_to_probe -= 1
+            else:
+                # Yield before waiting (see the module docstring): when the peer is a task of
+                # this process, its records are here after one turn, and the wait is saved.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                got = self._take_nowait()
+                if not self._records:  # a peer in mid-write, or none: wait at once for a while
+                    self._waits_to_probe = _PROBE_EVERY
                 if got is not None:
                     return got
             if not await below._wait_receivable(deadline):

@@ -23,9 +23,9 @@ import pytest
 from _cli_helpers import TIMEOUT, read_line
 
 import trio_tlsattach as ta
+from trio_tlsattach._attributes import describe
 from trio_tlsattach._tunnel import (
     Endpoint,
-    describe,
     idle_deadline,
     open_endpoint,
     parse_address,
@@ -54,6 +54,8 @@ def test_parse_endpoint() -> None:
     assert parse_address("[::1]:8443") == ("::1", 8443)
     assert describe(("::1", 8443, 0, 0)) == "[::1]:8443"
     assert describe(("127.0.0.1", 8443)) == "127.0.0.1:8443"
+    assert describe("/run/app.sock") == "/run/app.sock"
+    assert describe(None) == describe("") == "-"
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ stream underneath with no byte lost. Only public names live here.
 
 from ._attributes import StackAttribute, TLSAttribute, TypedAttribute
 from ._base import ByteStream, Handle, Kind, Layer, MessageStream
+from ._connect import memory_pair, open_pipe, open_tcp, open_unix, pipe_pair, socketpair
 from ._deadline import FOREVER, IMMEDIATE, after, now
 from ._errors import (
     BadHandle,
@@ -92,18 +93,7 @@ from ._tlslayer import (
     tls_detach,
     tls_done,
 )
-from ._transports import (
-    PipeTransport,
-    SocketTransport,
-    StreamTransport,
-    memory_pair,
-    open_pipe,
-    open_tcp,
-    open_unix,
-    pipe_pair,
-    socketpair,
-    wrap_stream,
-)
+from ._transports import PipeTransport, SocketTransport, StreamTransport, wrap_stream
 from ._ws import (
     WS_BINARY,
     WS_NOHTTP,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Final, Generic, TypeVar, final
 
-__all__ = ["StackAttribute", "TLSAttribute", "TypedAttribute"]
+__all__ = ["StackAttribute", "TLSAttribute", "TypedAttribute", "describe"]
 
 T = TypeVar("T")
 
@@ -55,3 +55,12 @@ class TLSAttribute:
     server_hostname: Final = TypedAttribute[str | None]("server_hostname")
     server_side: Final = TypedAttribute[bool]("server_side")
     session_reused: Final = TypedAttribute[bool]("session_reused")
+
+
+def describe(address: Any) -> str:
+    """A socket address (a ``StackAttribute`` value) for a log line: ``host:port``, IPv6 in
+    brackets so that the port stays readable, a Unix path as it is, ``"-"`` for none."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = str(address[0])
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return str(address) if address else "-"

@@ -63,13 +63,14 @@ from ._clicommon import (
 from ._clisocks5 import add_parser as add_socks5_parser
 from ._clisocks5 import check_arguments as check_socks5_arguments
 from ._clisocks5 import run as run_socks5
+from ._connect import open_pipe
 from ._deadline import after
 from ._errors import StackError
 from ._listener import TLSListener
 from ._mem import StateBlockPool
 from ._tls import TLSStream
 from ._tlslayer import TLSClientLayer, TLSServerLayer
-from ._transports import open_pipe, wrap_stream
+from ._transports import wrap_stream
 from ._tunnel import (
     STREAM_ERRORS,
     Endpoint,

@@ -59,7 +59,7 @@ from typing import Any, Final, final
 
 import trio
 
-from ._attributes import StackAttribute
+from ._attributes import StackAttribute, describe
 from ._base import close_shielded
 from ._deadline import after
 from ._errors import DeadlineExceeded, OutOfStateBlocks, StackError
@@ -121,16 +121,9 @@ def fit_fd_limit(connections: int, fds_per_connection: int = 1) -> int:
     return max(0, min(connections, (soft - FD_RESERVE) // fds_per_connection))
 
 
-def _peer_text(peer: Any) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host = str(peer[0])
-        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
-    return str(peer) if peer else "-"
-
-
 def log_error(exc: BaseException, peer: Any) -> None:
     """The default ``on_error``: one log line per connection that did not become TLS."""
-    who = _peer_text(peer)
+    who = describe(peer)
     if isinstance(exc, OutOfStateBlocks):
         log.warning("%s refused: pool exhausted (%s)", who, exc)
     elif isinstance(exc, DeadlineExceeded):
@@ -288,7 +281,7 @@ class TLSListener(trio.abc.Listener[TLSStream]):
             try:
                 await handler(tls)
             except (StackError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                log.info("%s connection ended: %s", _peer_text(_remote(tls)), exc)
+                log.info("%s connection ended: %s", describe(_remote(tls)), exc)
             finally:
                 await close_shielded(tls)
 

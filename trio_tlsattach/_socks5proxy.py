@@ -45,6 +45,7 @@ import trio
 
 from ._attributes import StackAttribute
 from ._base import ByteStream, close_shielded
+from ._connect import open_tcp
 from ._deadline import after
 from ._errors import DeadlineExceeded, InvalidArgument, NotSupported
 from ._listener import TLSListener
@@ -64,7 +65,7 @@ from ._socks5 import (
     socks5_proxy_recvcommandbyname,
     socks5_proxy_sendreply,
 )
-from ._transports import open_tcp, wrap_stream
+from ._transports import wrap_stream
 from ._tunnel import STREAM_ERRORS, describe, failure, peer_of, pump
 
 __all__ = ["reply_for", "serve_socks5", "socks5_proxy_connection"]

@@ -40,11 +40,12 @@ from typing import Any, Final, final
 
 import trio
 
-from ._attributes import StackAttribute
+from ._attributes import StackAttribute, describe
 from ._base import ByteStream, Handle, close_shielded
+from ._connect import open_pipe, open_tcp, open_unix
 from ._deadline import FOREVER, check_deadline
 from ._errors import DeadlineExceeded, InvalidArgument, NotSupported, StackError
-from ._transports import StreamTransport, open_pipe, open_tcp, open_unix
+from ._transports import StreamTransport
 
 __all__ = [
     "STREAM_ERRORS",
@@ -300,14 +301,6 @@ async def both_ways(
         nursery.start_soon(run, second)
     if failures:
         raise failures[0]
-
-
-def describe(value: Any) -> str:
-    """A peer address for a log line (IPv6 in brackets, so the port stays readable)."""
-    if isinstance(value, tuple) and len(value) >= 2:
-        host = str(value[0])
-        return f"[{host}]:{value[1]}" if ":" in host else f"{host}:{value[1]}"
-    return str(value) if value else "-"
 
 
 def peer_of(stream: Handle) -> str:

@@ -40,9 +40,10 @@ import trio
 import trio.testing
 
 from .._base import ByteStream, Handle, Kind, MessageStream, close_shielded
+from .._connect import socketpair
 from .._deadline import FOREVER, IMMEDIATE, after
 from .._errors import BadHandle, DeadlineExceeded, SendAfterDone
-from .._transports import FdTransport, socketpair
+from .._transports import FdTransport
 from ._pairs import TRANSPORT_PAIRS
 
 __all__ = ["AttachPair", "TransportPairSpec", "check_layer", "close_stack_of"]

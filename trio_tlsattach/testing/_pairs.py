@@ -11,11 +11,12 @@ import trio
 import trustme
 
 from .._base import ByteStream, Layer
+from .._connect import memory_pair, open_tcp, pipe_pair, socketpair
 from .._deadline import FOREVER
 from .._stack import ProtocolStack
 from .._tls import TLSStream
 from .._tlslayer import TLSClientLayer, TLSServerLayer
-from .._transports import SocketTransport, memory_pair, open_tcp, pipe_pair, socketpair
+from .._transports import SocketTransport
 
 __all__ = ["TRANSPORT_PAIRS", "attach_both", "stack_pair", "tcp_pair", "tls_pair", "unix_pair"]
 

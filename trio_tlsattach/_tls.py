@@ -107,8 +107,13 @@ per call (see ``_take``). A larger ``max_bytes`` is served in steps of this size
 _spare_plain: list[memoryview] = []
 _NO_PLAIN: Final = memoryview(b"")
 
-SEND_CHUNK: Final = 256 * 1024
-"""Plaintext encrypted per ``SSLObject.write``: bounds the ciphertext held in memory."""
+SEND_CHUNK: Final = 64 * 1024
+"""Plaintext encrypted per ``SSLObject.write``, then handed below at once: four records. The
+ciphertext a send holds stays this small, and with it what the sender's caches must hold: a
+1 MiB ``send_all`` in 256 KiB steps ran at 1.3-1.5x trio.SSLStream in one process over TCP
+(the BIO, its copy and the socket's buffers outgrow a core's 1 MiB L2), in 64 KiB steps at
+1.8-1.9x; a sender in its own process over a Unix socket went from 1.4x to 2.5x (32 KiB:
+2.1x, 128 KiB: 1.4-2.5x; benchmarks/README)."""
 
 
 def _borrow(stream: Any) -> Handle:

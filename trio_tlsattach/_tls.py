@@ -471,8 +471,13 @@ class TLSStream(TLSInfo, TLSClosing):
         return await self._receive(as_writable_view(buffer), 0, deadline, True)
 
     async def receive_some(self, max_bytes: int | None = None, deadline: float = FOREVER) -> bytes:
-        """Receive up to ``max_bytes`` bytes (64 KiB if ``None``); ``b""`` at the peer's
-        close_notify. Whole records already here all come in this one call."""
+        """Receive up to ``max_bytes`` bytes (64 KiB if ``None``, at most ``PLAIN_LENT``,
+        1 MiB, a call); ``b""`` at the peer's close_notify. Every whole record already here
+        comes in this one call, as ``bytes``, as trio.SSLStream returns it::
+
+            while data := await tls.receive_some():
+                parser.feed(data)
+        """
         self._check()
         size = check_max_bytes(max_bytes, DEFAULT_RECEIVE_SIZE)
         return await self._receive(None, size, deadline, True)
